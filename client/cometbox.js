@@ -1,0 +1,1 @@
+// cometbox.js: placeholder until the browser client lands (see docs/protocol.md).
