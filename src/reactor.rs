@@ -387,13 +387,18 @@ impl Worker {
         if eof {
             conn.peer_closed = true;
         }
-        let consumed = self.consume_input(key, &mut buf, was_idle);
+        let consumed = self.consume_input(key, &mut buf);
         self.restore_input(key, buf, consumed, was_idle);
     }
 
     /// Acts on buffered input according to the phase; returns bytes used.
-    fn consume_input(&mut self, key: usize, buf: &mut [u8], was_idle: bool) -> usize {
-        let mut pos = self.process_requests(key, buf, was_idle);
+    fn consume_input(&mut self, key: usize, buf: &mut [u8]) -> usize {
+        if matches!(self.conns[key].phase, Phase::Draining) {
+            // The last response is on its way; whatever else comes is moot,
+            // and keeping it would make us re-read a full buffer forever.
+            return buf.len();
+        }
+        let mut pos = self.process_requests(key, buf);
         let Some(conn) = self.conns.get(key) else {
             return buf.len();
         };
@@ -449,7 +454,7 @@ impl Worker {
 
     /// Parses and answers requests while the connection is between
     /// responses. Returns bytes used.
-    fn process_requests(&mut self, key: usize, buf: &[u8], _was_idle: bool) -> usize {
+    fn process_requests(&mut self, key: usize, buf: &[u8]) -> usize {
         let mut pos = 0;
         let max_head = self.shared.config.server.max_request_header_size;
         let max_body = self.shared.config.server.max_request_body_size as u64;
@@ -846,7 +851,7 @@ impl Worker {
             return;
         }
         let mut buf = std::mem::take(&mut conn.inbuf);
-        let consumed = self.consume_input(key, &mut buf, false);
+        let consumed = self.consume_input(key, &mut buf);
         self.restore_input(key, buf, consumed, false);
     }
 

@@ -180,3 +180,64 @@ fn refuses_a_taken_port() {
         .expect("fails");
     assert!(err.contains("cannot listen"), "{err}");
 }
+
+#[test]
+fn raises_open_file_limit_and_warns_when_max_connections_exceeds_it() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.conf");
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads our own limit into a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    let too_many = hard.rlim_max + 1000;
+    std::fs::write(
+        &config,
+        format!(
+            "{}server.max-connections = {too_many}\n",
+            base_config(dir.path())
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(BIN);
+    child
+        .arg("-c")
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: pre_exec runs in the forked child before exec; setrlimit is
+    // async-signal-safe. Start with a low soft limit, as many shells do.
+    unsafe {
+        child.pre_exec(|| {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+            l.rlim_cur = 256;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            Ok(())
+        });
+    }
+    let mut child = child.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains(&format!("limit is {}", hard.rlim_max)),
+        "raised to the hard limit: {text}"
+    );
+    assert!(
+        text.contains("WARN") && text.contains("server.max-connections"),
+        "{text}"
+    );
+}
