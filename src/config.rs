@@ -119,6 +119,10 @@ pub struct MailboxConfig {
     pub backend_socket_group: Option<String>,
     /// `mailbox.backend-password`; `None` = no AUTH needed.
     pub backend_password: Option<String>,
+    /// `mailbox.backend-port`: an optional TCP listener for RESP; 0 = off.
+    pub backend_port: u16,
+    /// `mailbox.backend-bind`: where that TCP listener binds.
+    pub backend_bind: IpAddr,
     /// `mailbox.poll-timeout`: how long a long-poll is held.
     pub poll_timeout: Duration,
     /// `mailbox.max-messages` retained per mailbox.
@@ -158,6 +162,8 @@ impl Default for MailboxConfig {
             backend_socket_mode: 0o660,
             backend_socket_group: None,
             backend_password: None,
+            backend_port: 0,
+            backend_bind: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             poll_timeout: Duration::from_secs(30),
             max_messages: 100,
             message_ttl: Duration::from_secs(300),
@@ -176,8 +182,7 @@ impl Default for MailboxConfig {
     }
 }
 
-/// Token checking. Reserved for the token issue: parsed and validated, but
-/// nothing enforces it yet.
+/// Subscriber tokens (JWT): see docs/security.md.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AuthConfig {
     /// `auth.required`; needs one of the two key files.
@@ -523,6 +528,25 @@ static KEYS: &[Key] = &[
         doc: "Password backends must send with AUTH before publishing. Unset = no AUTH needed.",
     },
     Key {
+        name: "mailbox.backend-port",
+        kind: Kind::Int {
+            unit: Unit::Count,
+            min: 0,
+            max: 65535,
+            set: |c, n| c.mailbox.backend_port = n as u16,
+        },
+        default: "0",
+        doc: "TCP port for the Redis-protocol backend listener, for apps on hosts or \
+            containers without the Unix socket. 0 = off. Binding beyond loopback needs \
+            mailbox.backend-password.",
+    },
+    Key {
+        name: "mailbox.backend-bind",
+        kind: Kind::Addr(|c, a| c.mailbox.backend_bind = a),
+        default: r#""127.0.0.1""#,
+        doc: "Address of the TCP backend listener (mailbox.backend-port).",
+    },
+    Key {
         name: "mailbox.poll-timeout",
         kind: Kind::Int {
             unit: Unit::Seconds,
@@ -688,8 +712,8 @@ static KEYS: &[Key] = &[
         name: "auth.required",
         kind: Kind::Bool(|c, b| c.auth.required = b),
         default: r#""disable""#,
-        doc: "Require a token on mailbox requests. Reserved: parsed and checked, not enforced \
-            yet. Needs auth.jwt-secret-file or auth.jwt-public-key-file.",
+        doc: "Require a signed token (JWT) on mailbox requests, except for names under \
+            auth.public-prefixes. Needs auth.jwt-secret-file or auth.jwt-public-key-file.",
     },
     Key {
         name: "auth.jwt-secret-file",
@@ -699,7 +723,8 @@ static KEYS: &[Key] = &[
             set: |c, s| c.auth.jwt_secret_file = opt(s).map(PathBuf::from),
         },
         default: r#""""#,
-        doc: "File holding the shared secret for HMAC-signed tokens (reserved).",
+        doc: "File holding the shared secret for HS256-signed subscriber tokens (JWT). \
+            Whitespace at the end of the file is ignored.",
     },
     Key {
         name: "auth.jwt-public-key-file",
@@ -709,7 +734,8 @@ static KEYS: &[Key] = &[
             set: |c, s| c.auth.jwt_public_key_file = opt(s).map(PathBuf::from),
         },
         default: r#""""#,
-        doc: "File holding the public key for tokens signed with a private key (reserved).",
+        doc: "PEM file holding the public key for RS256 (RSA) or ES256 (P-256) signed \
+            subscriber tokens.",
     },
     Key {
         name: "auth.public-prefixes",
@@ -718,8 +744,8 @@ static KEYS: &[Key] = &[
             set: |c, v| c.auth.public_prefixes = v,
         },
         default: "()",
-        doc: "Request paths readable without a token, by prefix, e.g. ( \"/mailbox/public.\" ) \
-            (reserved).",
+        doc: "Mailbox name prefixes readable without a token when auth.required is on, \
+            e.g. ( \"public:\" ).",
     },
     Key {
         name: "auth.cookie",
@@ -729,8 +755,7 @@ static KEYS: &[Key] = &[
             set: |c, s| c.auth.cookie = opt(s),
         },
         default: r#""""#,
-        doc: "Name of a cookie that carries the token, for clients that cannot set headers \
-            (reserved).",
+        doc: "Name of a cookie that carries the token, for clients that cannot set headers.",
     },
     Key {
         name: "auth.audience",
@@ -740,7 +765,7 @@ static KEYS: &[Key] = &[
             set: |c, s| c.auth.audience = opt(s),
         },
         default: r#""""#,
-        doc: "Audience (aud claim) a token must name (reserved).",
+        doc: "Audience (aud claim) a token must name; unset = aud is not checked.",
     },
 ];
 
@@ -1062,10 +1087,16 @@ fn check_origin(origin: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Public prefixes are matched against mailbox names (`"public:"` opens
+/// `public:news`), so they use the mailbox name alphabet.
 fn check_public_prefixes(prefixes: &[String]) -> Result<(), String> {
-    match prefixes.iter().find(|p| !p.starts_with('/')) {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-');
+    match prefixes
+        .iter()
+        .find(|p| p.is_empty() || !p.chars().all(name_char))
+    {
         Some(p) => Err(format!(
-            "{p:?} must start with '/': prefixes are matched against the request path"
+            "{p:?} is not a mailbox name prefix: use 1-200 characters of A-Z a-z 0-9 . _ : @ -"
         )),
         None => Ok(()),
     }
@@ -1084,6 +1115,16 @@ fn cross_check(config: &Config) -> Result<(), (&'static [&'static str], String)>
         ));
     }
     let m = &config.mailbox;
+    if m.backend_port != 0 && !m.backend_bind.is_loopback() && m.backend_password.is_none() {
+        return Err((
+            &["mailbox.backend-bind", "mailbox.backend-port"],
+            format!(
+                "mailbox.backend-bind {} is not a loopback address and mailbox.backend-password \
+                is not set: anyone who can reach the port could publish to every mailbox",
+                m.backend_bind
+            ),
+        ));
+    }
     // max_message_size is at most 512 MiB, so this cannot overflow.
     let needed = m.max_message_size + FRAMING_ALLOWANCE;
     if m.max_pending_bytes < needed {
@@ -2107,7 +2148,7 @@ mailbox.cors-origins = (
     "http://localhost:3000",
 
 )
-auth.public-prefixes = ( "/mailbox/public." )
+auth.public-prefixes = ( "public." )
 "#,
         )
         .unwrap();
@@ -2115,7 +2156,7 @@ auth.public-prefixes = ( "/mailbox/public." )
             c.mailbox.cors_origins,
             vec!["https://app.example.com", "http://localhost:3000"]
         );
-        assert_eq!(c.auth.public_prefixes, vec!["/mailbox/public."]);
+        assert_eq!(c.auth.public_prefixes, vec!["public."]);
         assert!(
             parse("mailbox.cors-origins = ()")
                 .unwrap()
@@ -2160,7 +2201,7 @@ auth.public-prefixes = ( "/mailbox/public." )
             r#"
 mailbox.cors-origins = ( "https://a.example" )
 mailbox.cors-origins += ( "https://b.example", "https://c.example" )
-auth.public-prefixes += ( "/mailbox/pub." )
+auth.public-prefixes += ( "pub." )
 mailbox.url-prefix = "/comet"
 mailbox.url-prefix += "/box/"
 "#,
@@ -2175,7 +2216,7 @@ mailbox.url-prefix += "/box/"
             ]
         );
         // += on a key not set yet acts as = (lighttpd does the same).
-        assert_eq!(c.auth.public_prefixes, vec!["/mailbox/pub."]);
+        assert_eq!(c.auth.public_prefixes, vec!["pub."]);
         assert_eq!(c.mailbox.url_prefix, "/comet/box/");
         assert_err("server.port += 1", 1, "'+=' appends to arrays and strings");
         assert_err(
@@ -2317,9 +2358,9 @@ mailbox.url-prefix += "/box/"
         assert_err(&long, 1, "limited to 107");
         assert_err("auth.cookie = \"a b\"", 1, "not a valid cookie name");
         assert_err(
-            "auth.public-prefixes = ( \"mailbox\" )",
+            "auth.public-prefixes = ( \"a/b\" )",
             1,
-            "must start with '/'",
+            "not a mailbox name prefix",
         );
     }
 

@@ -26,6 +26,14 @@ pub enum Part<'a> {
 }
 
 impl Part<'_> {
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Part::Copy(b) => b,
@@ -62,6 +70,9 @@ pub struct OutQueue {
 /// How many slices one `writev` gathers; enough to coalesce a backlog of
 /// small frames without a large stack array.
 const MAX_IOV: usize = 64;
+
+/// Most parts one [`OutQueue::send`] takes.
+pub const MAX_PARTS: usize = MAX_IOV;
 
 impl OutQueue {
     pub fn is_empty(&self) -> bool {
@@ -215,6 +226,11 @@ pub struct WsState {
     pub ping_outstanding: bool,
     /// We sent a close frame and wait for the peer's.
     pub closing: bool,
+    /// Message bytes sent, for `mailbox.stream-max-bytes`.
+    pub sent: u64,
+    /// When the connection ends by itself (stream-max-duration or the
+    /// token's expiry), in ms on the worker clock.
+    pub ends_at: Option<u64>,
 }
 
 /// The protocol state. What moves each variant on is said beside it.

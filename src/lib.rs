@@ -8,6 +8,7 @@
 //! of holding a mailbox open, `mailbox` the shared store, `backend` the RESP
 //! side socket, `config` the gateway.conf loader, `metrics` the counters.
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod conn;

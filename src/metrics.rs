@@ -17,6 +17,8 @@ pub struct Metrics {
     pub backend_connections_total: AtomicU64,
     pub requests_total: AtomicU64,
     pub requests_rejected: AtomicU64,
+    pub requests_unauthorized: AtomicU64,
+    pub requests_forbidden: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub polls_waiting: AtomicU64,
     pub streams_open: AtomicU64,
@@ -56,7 +58,9 @@ impl Metrics {
              rejected_connections:{}\r\n\
              rejected_connections_per_ip:{}\r\n\
              total_http_requests:{}\r\n\
-             rejected_http_requests:{}\r\n\
+                          rejected_http_requests:{}\r\n\
+             unauthorized_requests:{}\r\n\
+             forbidden_requests:{}\r\n\
              header_timeouts:{}\r\n\
              total_deliveries:{}\r\n\
              slow_subscribers_closed:{}\r\n\
@@ -74,6 +78,8 @@ impl Metrics {
             get(&self.connections_rejected_per_ip),
             get(&self.requests_total),
             get(&self.requests_rejected),
+            get(&self.requests_unauthorized),
+            get(&self.requests_forbidden),
             get(&self.header_timeouts),
             get(&self.deliveries),
             get(&self.slow_subscribers_closed),

@@ -119,6 +119,8 @@ impl IpLimiter {
 /// What all threads share.
 pub struct Shared {
     pub config: Config,
+    /// Token checks, when `auth.required` is on.
+    pub auth: Option<crate::auth::Auth>,
     pub store: Store,
     pub peers: Vec<Peer>,
     pub metrics: Metrics,
@@ -197,6 +199,30 @@ impl Worker {
 
     fn now(&self) -> Instant {
         self.clock + Duration::from_millis(self.now_ms)
+    }
+
+    /// A Unix time (seconds) on the worker clock (ms since it started).
+    fn unix_to_worker_ms(&self, unix_secs: u64) -> u64 {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let until = unix_secs.saturating_mul(1000).saturating_sub(now_unix);
+        self.now_ms + until
+    }
+
+    /// When a stream ends by itself: `mailbox.stream-max-duration` or the
+    /// token's expiry, whichever comes first.
+    fn stream_end(&self, token_expiry: Option<u64>) -> Option<u64> {
+        let by_duration = self
+            .shared
+            .config
+            .mailbox
+            .stream_max_duration
+            .map(|d| self.now_ms + Self::ms(d));
+        match (by_duration, token_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn ms(d: Duration) -> u64 {
@@ -564,19 +590,54 @@ impl Worker {
                 }
             },
         };
+        // Tokens expire: what is held open ends then (streams close, polls
+        // answer), and the client comes back with a fresh one.
+        let mut expires_at = None;
+        if let Some(auth) = &self.shared.auth
+            && auth.needs_token(&name)
+        {
+            let token = crate::auth::token_from(
+                req.authorization,
+                choice.token.as_deref(),
+                req.cookie,
+                auth.cookie.as_deref(),
+            );
+            match auth.check(token, &name) {
+                Ok(grant) => expires_at = Some(self.unix_to_worker_ms(grant.expires_at)),
+                Err(denied) => {
+                    let (status, extra): (Status, &[u8]) = if denied.is_forbidden() {
+                        metrics::inc(&self.shared.metrics.requests_forbidden);
+                        (Status::Forbidden, b"")
+                    } else {
+                        metrics::inc(&self.shared.metrics.requests_unauthorized);
+                        (Status::Unauthorized, b"WWW-Authenticate: Bearer realm=\"cometbox\", error=\"invalid_token\"\r\n")
+                    };
+                    return self.respond_error_with(
+                        key,
+                        status,
+                        denied.reason(),
+                        !keep_alive,
+                        req.http11,
+                        &cors,
+                        extra,
+                    );
+                }
+            }
+        }
         let reply = ReplyTo {
             http11: req.http11,
             keep_alive,
             cors,
             callback: choice.callback,
         };
+        let head_only = req.method() == Method::Head;
         match choice.transport {
-            Transport::WebSocket => self.start_websocket(key, req, &name, since, reply),
+            Transport::WebSocket => self.start_websocket(key, req, &name, since, reply, expires_at),
             Transport::Stream(kind) => {
-                self.start_stream(key, kind, &name, since, reply, req.method() == Method::Head)
+                self.start_stream(key, kind, &name, since, reply, head_only, expires_at)
             }
             Transport::LongPoll | Transport::Jsonp => {
-                self.start_poll(key, &name, since, reply, req.method() == Method::Head)
+                self.start_poll(key, &name, since, reply, head_only, expires_at)
             }
         }
     }
@@ -641,10 +702,10 @@ impl Worker {
             let slot = sub.slot as usize;
             debug_assert_eq!(list[slot], key as u32);
             list.swap_remove(slot);
-            if let Some(&moved) = list.get(slot) {
-                if let Some(s) = self.conns[moved as usize].sub.as_mut() {
-                    s.slot = slot as u32;
-                }
+            if let Some(&moved) = list.get(slot)
+                && let Some(s) = self.conns[moved as usize].sub.as_mut()
+            {
+                s.slot = slot as u32;
             }
             if list.is_empty() {
                 self.subs.remove(&*sub.mailbox);
@@ -664,6 +725,7 @@ impl Worker {
         since: Option<Cursor>,
         reply: ReplyTo,
         head_only: bool,
+        expires_at: Option<u64>,
     ) {
         let register = if head_only {
             Register::Never
@@ -681,7 +743,8 @@ impl Worker {
                 ready: None,
                 ready_more: false,
             };
-            conn.deadline = self.now_ms + Self::ms(self.shared.config.mailbox.poll_timeout);
+            let timeout = self.now_ms + Self::ms(self.shared.config.mailbox.poll_timeout);
+            conn.deadline = expires_at.map_or(timeout, |e| e.min(timeout));
             metrics::inc(&self.shared.metrics.polls_waiting);
             return;
         }
@@ -705,30 +768,34 @@ impl Worker {
         cursor: Cursor,
         head_only: bool,
     ) {
-        let shared_body = match messages {
-            [only] if !missed => Some(only.clone()),
-            _ => None,
-        };
+        // The body is a list of parts: the messages' shared JSON encodings
+        // between a few literal bytes. If the client reads slowly, the
+        // messages wait by reference; nothing per response copies them.
+        // (One message without `missed` is the message's own cached body.)
+        let single = matches!(messages, [_] if !missed);
         self.body.clear();
-        if shared_body.is_none() {
-            self.body.extend_from_slice(b"{\"messages\":[");
+        self.body.extend_from_slice(b"],\"cursor\":\"");
+        cursor.write(&mut self.body);
+        self.body.push(b'"');
+        if missed {
+            self.body.extend_from_slice(b",\"missed\":true");
+        }
+        self.body.push(b'}');
+        let mut body: Vec<Part<'_>> =
+            Vec::with_capacity(if single { 1 } else { messages.len() * 2 + 2 });
+        if single {
+            body.push(Part::Shared(&messages[0], Encoding::PollBody));
+        } else {
+            body.push(Part::Copy(b"{\"messages\":["));
             for (i, m) in messages.iter().enumerate() {
                 if i > 0 {
-                    self.body.push(b',');
+                    body.push(Part::Copy(b","));
                 }
-                self.body.extend_from_slice(m.encoded(Encoding::Json));
+                body.push(Part::Shared(m, Encoding::Json));
             }
-            self.body.extend_from_slice(b"],\"cursor\":\"");
-            cursor.write(&mut self.body);
-            self.body.push(b'"');
-            if missed {
-                self.body.extend_from_slice(b",\"missed\":true");
-            }
-            self.body.push(b'}');
+            body.push(Part::Copy(&self.body));
         }
-        let body_len = shared_body
-            .as_ref()
-            .map_or(self.body.len(), |m| m.encoded(Encoding::PollBody).len());
+        let body_len: usize = body.iter().map(|p| p.len()).sum();
         let (prefix, suffix): (&[u8], &[u8]) = match &reply.callback {
             Some(cb) => (cb.as_bytes(), b");"),
             None => (b"", b""),
@@ -763,11 +830,12 @@ impl Worker {
         let result = if head_only {
             conn.send(&[Part::Copy(&self.scratch[..head_end])])
         } else {
-            let body = match &shared_body {
-                Some(m) => Part::Shared(m, Encoding::PollBody),
-                None => Part::Copy(&self.body),
-            };
-            conn.send(&[Part::Copy(&self.scratch), body, Part::Copy(suffix)])
+            body.insert(0, Part::Copy(&self.scratch));
+            body.push(Part::Copy(suffix));
+            // One writev per group of parts; whatever the socket refuses is
+            // queued and the following groups queue behind it.
+            body.chunks(crate::conn::MAX_PARTS)
+                .try_for_each(|group| conn.send(group))
         };
         self.deliveries += messages.len() as u64;
         self.finish_response(key, result, reply.keep_alive);
@@ -857,6 +925,7 @@ impl Worker {
 
     // ----- streams: SSE, NDJSON, iframe -----------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     fn start_stream(
         &mut self,
         key: usize,
@@ -865,6 +934,7 @@ impl Worker {
         since: Option<Cursor>,
         reply: ReplyTo,
         head_only: bool,
+        expires_at: Option<u64>,
     ) {
         let register = if head_only {
             Register::Never
@@ -938,12 +1008,7 @@ impl Worker {
         if !self.tail.is_empty() {
             chunk_into(&mut self.scratch, &self.tail, reply.http11);
         }
-        let ends_at = self
-            .shared
-            .config
-            .mailbox
-            .stream_max_duration
-            .map(|d| self.now_ms + Self::ms(d));
+        let ends_at = self.stream_end(expires_at);
         let heartbeat = self.now_ms + Self::ms(self.shared.config.mailbox.heartbeat);
         let conn = &mut self.conns[key];
         conn.phase = Phase::Stream(StreamState {
@@ -1039,12 +1104,15 @@ impl Worker {
             self.kill(key);
             return false;
         }
-        if let Phase::Stream(stream) = &mut conn.phase {
-            stream.sent += message.payload.len() as u64;
-            if max_bytes.is_some_and(|max| stream.sent >= max) {
-                self.end_stream(key);
-                return false;
-            }
+        let sent = match &mut conn.phase {
+            Phase::Stream(stream) => &mut stream.sent,
+            Phase::WebSocket(ws) => &mut ws.sent,
+            _ => return true,
+        };
+        *sent += message.payload.len() as u64;
+        if max_bytes.is_some_and(|max| *sent >= max) {
+            self.end_stream(key);
+            return false;
         }
         true
     }
@@ -1084,6 +1152,7 @@ impl Worker {
         name: &str,
         since: Option<Cursor>,
         reply: ReplyTo,
+        expires_at: Option<u64>,
     ) {
         let bad = |why| (Status::BadRequest, why);
         let check = if req.method() != Method::Get {
@@ -1137,14 +1206,17 @@ impl Worker {
             self.scratch
                 .extend_from_slice(&websocket::encode_text_frame(b"{\"missed\":true}"));
         }
-        let heartbeat = Self::ms(self.shared.config.mailbox.heartbeat);
+        let heartbeat = self.now_ms + Self::ms(self.shared.config.mailbox.heartbeat);
+        let ends_at = self.stream_end(expires_at);
         let conn = &mut self.conns[key];
         conn.phase = Phase::WebSocket(Box::new(WsState {
             decoder: InboundDecoder::new(WS_MAX_CLIENT_MESSAGE),
             ping_outstanding: false,
             closing: false,
+            sent: 0,
+            ends_at,
         }));
-        conn.deadline = self.now_ms + heartbeat;
+        conn.deadline = ends_at.map_or(heartbeat, |e| e.min(heartbeat));
         metrics::inc(&self.shared.metrics.websockets_open);
         if conn.send(&[Part::Copy(&self.scratch)]).is_err() {
             self.store_detach_unregistered(name);
@@ -1537,6 +1609,9 @@ impl Worker {
                 }
             }
             Phase::WebSocket(ws) => {
+                if ws.ends_at.is_some_and(|end| end <= self.now_ms) {
+                    return self.end_stream(key);
+                }
                 if ws.ping_outstanding {
                     debug!("{}: websocket peer did not answer our ping", conn.peer);
                     return self.kill(key);
@@ -1544,7 +1619,8 @@ impl Worker {
                 ws.ping_outstanding = true;
                 self.scratch.clear();
                 websocket::encode_ping(b"", &mut self.scratch);
-                conn.deadline = self.now_ms + heartbeat;
+                let next = self.now_ms + heartbeat;
+                conn.deadline = ws.ends_at.map_or(next, |e| e.min(next));
                 if conn.send(&[Part::Copy(&self.scratch)]).is_err() {
                     self.kill(key);
                 }

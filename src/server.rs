@@ -107,6 +107,7 @@ impl Gateway {
         let local = std_listener.local_addr().unwrap_or(addr);
         let mut http = TcpListener::from_std(std_listener);
 
+        let auth = crate::auth::Auth::from_config(&config.auth).map_err(StartError)?;
         let socket_path = config.mailbox.backend_socket.clone();
         let mut backend = bind_backend_socket(&socket_path, &config)?;
         let socket_file = SocketFile(socket_path.clone());
@@ -173,6 +174,7 @@ impl Gateway {
         );
         let shared = Arc::new(Shared {
             config,
+            auth,
             store,
             peers,
             metrics: Metrics::default(),

@@ -186,10 +186,10 @@ impl Gateway {
         let mut backend = self.backend();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Reply::Array(items) = backend.call(&[b"PUBSUB", b"NUMSUB", mailbox.as_bytes()]) {
-                if items.get(1) == Some(&Reply::Int(n)) {
-                    return;
-                }
+            if let Reply::Array(items) = backend.call(&[b"PUBSUB", b"NUMSUB", mailbox.as_bytes()])
+                && items.get(1) == Some(&Reply::Int(n))
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -1,0 +1,365 @@
+//! Subscriber tokens: which mailboxes a browser may read.
+//!
+//! Apps mint a JWT (HS256 with a shared secret, or RS256/ES256 with a key
+//! pair) whose `mailboxes` claim lists the names it grants; a trailing `*`
+//! grants a prefix. The gateway only verifies: signature and time checks are
+//! jsonwebtoken's (RustCrypto; HMAC comparison in constant time), the grant
+//! check is [`grants`]. Reasons given to clients say what was wrong, never
+//! which key or which byte.
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::Deserialize;
+
+use crate::config::AuthConfig;
+
+/// Tokens longer than this are refused before any parsing: real ones are a
+/// few hundred bytes, and a header line is capped anyway.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    exp: u64,
+    #[serde(default)]
+    mailboxes: Vec<String>,
+}
+
+/// Why a request was refused. Each maps to a status and a short reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    Missing,
+    Malformed,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongAudience,
+    NotGranted,
+}
+
+impl Denied {
+    /// 403 when a valid token does not grant this mailbox, 401 otherwise.
+    pub fn is_forbidden(self) -> bool {
+        self == Denied::NotGranted
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Denied::Missing => "token required",
+            Denied::Malformed => "malformed token",
+            Denied::BadSignature => "bad signature",
+            Denied::Expired => "token expired",
+            Denied::NotYetValid => "token not yet valid",
+            Denied::WrongAudience => "token not meant for this gateway",
+            Denied::NotGranted => "mailbox not granted",
+        }
+    }
+}
+
+/// What a valid token allows for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// `exp`, in seconds since the Unix epoch; streams end then.
+    pub expires_at: u64,
+}
+
+pub struct Auth {
+    required: bool,
+    public_prefixes: Vec<String>,
+    pub cookie: Option<String>,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Auth {
+    /// Loads the key named in the config. `Ok(None)` when tokens are off.
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Auth>, String> {
+        if !config.required {
+            return Ok(None);
+        }
+        let (key, algorithms) = match (&config.jwt_secret_file, &config.jwt_public_key_file) {
+            (Some(path), _) => {
+                let secret = read_key_file(path)?;
+                let secret = secret.trim_ascii_end();
+                if secret.len() < 32 {
+                    // RFC 7518 3.2: an HS256 key must be at least 256 bits.
+                    return Err(format!(
+                        "auth.jwt-secret-file {}: the secret must be at least 32 bytes",
+                        path.display()
+                    ));
+                }
+                (DecodingKey::from_secret(secret), vec![Algorithm::HS256])
+            }
+            (None, Some(path)) => {
+                let pem = read_key_file(path)?;
+                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                    (key, vec![Algorithm::RS256])
+                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                    (key, vec![Algorithm::ES256])
+                } else {
+                    return Err(format!(
+                        "auth.jwt-public-key-file {}: not an RSA or EC public key in PEM",
+                        path.display()
+                    ));
+                }
+            }
+            (None, None) => return Err("auth.required needs a key file".into()),
+        };
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        // Clocks of app servers and the gateway drift a little.
+        validation.leeway = 5;
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Some(Auth {
+            required: config.required,
+            public_prefixes: config.public_prefixes.clone(),
+            cookie: config.cookie.clone(),
+            key,
+            validation,
+        }))
+    }
+
+    pub fn needs_token(&self, mailbox: &str) -> bool {
+        self.required
+            && !self
+                .public_prefixes
+                .iter()
+                .any(|p| mailbox.starts_with(p.as_str()))
+    }
+
+    /// Verifies `token` for `mailbox`.
+    pub fn check(&self, token: Option<&[u8]>, mailbox: &str) -> Result<Grant, Denied> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(Denied::Missing)?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Denied::Malformed);
+        }
+        let token = std::str::from_utf8(token).map_err(|_| Denied::Malformed)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => Denied::Expired,
+                ErrorKind::ImmatureSignature => Denied::NotYetValid,
+                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => Denied::BadSignature,
+                ErrorKind::InvalidAudience => Denied::WrongAudience,
+                _ => Denied::Malformed,
+            },
+        )?;
+        if !grants(&data.claims.mailboxes, mailbox) {
+            return Err(Denied::NotGranted);
+        }
+        Ok(Grant {
+            expires_at: data.claims.exp,
+        })
+    }
+}
+
+/// Never prints the key.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("required", &self.required)
+            .field("public_prefixes", &self.public_prefixes)
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))
+}
+
+/// Whether a `mailboxes` claim grants `mailbox`: an entry is a name, or a
+/// prefix ending in `*` (`"public:*"`). A lone `*` grants everything.
+pub fn grants(claim: &[String], mailbox: &str) -> bool {
+    claim.iter().any(|entry| match entry.strip_suffix('*') {
+        Some(prefix) => mailbox.starts_with(prefix),
+        None => entry == mailbox,
+    })
+}
+
+/// The token of a request: `Authorization: Bearer`, then `?token=`, then
+/// the configured cookie.
+pub fn token_from<'a>(
+    authorization: Option<&'a [u8]>,
+    query_token: Option<&'a [u8]>,
+    cookies: Option<&'a [u8]>,
+    cookie_name: Option<&str>,
+) -> Option<&'a [u8]> {
+    if let Some(value) = authorization
+        && value.len() > 7
+        && value[..7].eq_ignore_ascii_case(b"bearer ")
+    {
+        return Some(value[7..].trim_ascii());
+    }
+    if query_token.is_some() {
+        return query_token;
+    }
+    let name = cookie_name?.as_bytes();
+    cookies?.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+        (k == name).then_some(&v[1..])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn auth(audience: Option<&str>) -> Auth {
+        let dir = std::env::temp_dir().join(format!(
+            "cometbox-auth-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, [SECRET, b"\n"].concat()).unwrap();
+        let config = AuthConfig {
+            required: true,
+            jwt_secret_file: Some(secret),
+            public_prefixes: vec!["public:".into()],
+            audience: audience.map(String::from),
+            ..AuthConfig::default()
+        };
+        Auth::from_config(&config).unwrap().unwrap()
+    }
+
+    fn token(claims: serde_json::Value, secret: &[u8]) -> Vec<u8> {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+        .into_bytes()
+    }
+
+    #[test]
+    fn grants_names_and_prefixes() {
+        let claim = vec![
+            "room:42".to_string(),
+            "user:alice".into(),
+            "public:*".into(),
+        ];
+        assert!(grants(&claim, "room:42"));
+        assert!(!grants(&claim, "room:420"));
+        assert!(grants(&claim, "public:news"));
+        assert!(grants(&claim, "public:"));
+        assert!(!grants(&claim, "user:bob"));
+        assert!(grants(&["*".to_string()], "anything"));
+        assert!(!grants(&[], "anything"));
+    }
+
+    #[test]
+    fn every_reason() {
+        let a = auth(None);
+        let t = |claims| token(claims, SECRET);
+        let exp = now() + 60;
+        let ok = t(serde_json::json!({"exp": exp, "mailboxes": ["user:alice"]}));
+        assert_eq!(
+            a.check(Some(&ok), "user:alice"),
+            Ok(Grant { expires_at: exp })
+        );
+        assert_eq!(a.check(Some(&ok), "user:bob"), Err(Denied::NotGranted));
+        assert_eq!(a.check(None, "user:alice"), Err(Denied::Missing));
+        assert_eq!(
+            a.check(Some(b"garbage"), "user:alice"),
+            Err(Denied::Malformed)
+        );
+        let expired = t(serde_json::json!({"exp": now() - 60, "mailboxes": ["user:alice"]}));
+        assert_eq!(a.check(Some(&expired), "user:alice"), Err(Denied::Expired));
+        let early =
+            t(serde_json::json!({"exp": exp, "nbf": now() + 60, "mailboxes": ["user:alice"]}));
+        assert_eq!(
+            a.check(Some(&early), "user:alice"),
+            Err(Denied::NotYetValid)
+        );
+        let no_exp = t(serde_json::json!({"mailboxes": ["user:alice"]}));
+        assert_eq!(a.check(Some(&no_exp), "user:alice"), Err(Denied::Malformed));
+        let forged = token(
+            serde_json::json!({"exp": exp, "mailboxes": ["user:alice"]}),
+            b"another-secret-another-secret-xx",
+        );
+        assert_eq!(
+            a.check(Some(&forged), "user:alice"),
+            Err(Denied::BadSignature)
+        );
+        // alg=none is never accepted.
+        let none = format!(
+            "{}.{}.",
+            base64_url(br#"{"alg":"none","typ":"JWT"}"#),
+            base64_url(format!(r#"{{"exp":{exp},"mailboxes":["*"]}}"#).as_bytes())
+        );
+        assert!(a.check(Some(none.as_bytes()), "user:alice").is_err());
+        assert!(!a.needs_token("public:news"));
+        assert!(a.needs_token("user:alice"));
+    }
+
+    #[test]
+    fn audience_is_checked_when_configured() {
+        let a = auth(Some("cometbox"));
+        let exp = now() + 60;
+        let right = token(
+            serde_json::json!({"exp": exp, "aud": "cometbox", "mailboxes": ["x"]}),
+            SECRET,
+        );
+        let wrong = token(
+            serde_json::json!({"exp": exp, "aud": "other", "mailboxes": ["x"]}),
+            SECRET,
+        );
+        assert!(a.check(Some(&right), "x").is_ok());
+        assert_eq!(a.check(Some(&wrong), "x"), Err(Denied::WrongAudience));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let path = std::env::temp_dir().join(format!("cometbox-short-{}", std::process::id()));
+        std::fs::write(&path, b"short").unwrap();
+        let config = AuthConfig {
+            required: true,
+            jwt_secret_file: Some(path),
+            ..AuthConfig::default()
+        };
+        assert!(Auth::from_config(&config).unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn token_sources_in_order() {
+        assert_eq!(
+            token_from(Some(b"Bearer abc"), Some(b"q"), None, None),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(
+            token_from(Some(b"Basic xyz"), Some(b"q"), None, None),
+            Some(&b"q"[..])
+        );
+        assert_eq!(
+            token_from(None, None, Some(b"a=1; tok=zzz; b=2"), Some("tok")),
+            Some(&b"zzz"[..])
+        );
+        assert_eq!(token_from(None, None, Some(b"a=1"), Some("tok")), None);
+        assert_eq!(token_from(None, None, Some(b"tok=zzz"), None), None);
+    }
+
+    fn base64_url(data: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+    }
+}
