@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, warn};
-use mio::net::{TcpStream, UnixStream};
+use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::backend::BackendConn;
+use crate::backend::{BackendConn, BackendStream};
 use crate::config::Config;
 use crate::conn::{Conn, Part, Phase, ReplyTo, StreamState, Subscription, WsState};
 use crate::http::{self, DateCache, Method, Parsed, Request, Status};
@@ -56,7 +56,7 @@ const BACKEND_MAX_PENDING_REPLIES: usize = 1 << 20;
 
 pub enum ToWorker {
     Http(TcpStream, SocketAddr),
-    Backend(UnixStream),
+    Backend(BackendStream),
     Deliver(Vec<Arc<Message>>),
     Shutdown,
 }
@@ -327,7 +327,7 @@ impl Worker {
         }
     }
 
-    fn adopt_backend(&mut self, mut sock: UnixStream) {
+    fn adopt_backend(&mut self, mut sock: BackendStream) {
         let entry = self.backends.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(

@@ -18,6 +18,7 @@ use log::{error, info, warn};
 use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::backend::BackendStream;
 use crate::config::Config;
 use crate::mailbox::{Store, StoreLimits};
 use crate::metrics::{self, Metrics};
@@ -25,6 +26,7 @@ use crate::reactor::{IpLimiter, Peer, Shared, ToWorker, WAKER, Worker};
 
 const HTTP_LISTENER: Token = Token(0);
 const BACKEND_LISTENER: Token = Token(1);
+const BACKEND_TCP_LISTENER: Token = Token(4);
 const SIGNALS: Token = Token(2);
 const STOP: Token = Token(3);
 
@@ -111,6 +113,24 @@ impl Gateway {
         let socket_path = config.mailbox.backend_socket.clone();
         let mut backend = bind_backend_socket(&socket_path, &config)?;
         let socket_file = SocketFile(socket_path.clone());
+        let mut backend_tcp = match config.mailbox.backend_port {
+            0 => None,
+            port => {
+                // The config loader refuses a non-loopback bind without a password.
+                let addr = SocketAddr::new(config.mailbox.backend_bind, port);
+                let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                    StartError(format!("cannot listen for backends on {addr}: {e}"))
+                })?;
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|e| StartError(format!("cannot configure {addr}: {e}")))?;
+                info!(
+                    "backend TCP listener on {}",
+                    listener.local_addr().unwrap_or(addr)
+                );
+                Some(TcpListener::from_std(listener))
+            }
+        };
 
         let poll = Poll::new().map_err(|e| StartError(format!("cannot create poller: {e}")))?;
         let registry = poll.registry();
@@ -144,6 +164,10 @@ impl Gateway {
         registry
             .register(&mut http, HTTP_LISTENER, Interest::READABLE)
             .and_then(|_| registry.register(&mut backend, BACKEND_LISTENER, Interest::READABLE))
+            .and_then(|_| match backend_tcp.as_mut() {
+                Some(tcp) => registry.register(tcp, BACKEND_TCP_LISTENER, Interest::READABLE),
+                None => Ok(()),
+            })
             .map_err(|e| StartError(format!("cannot register listeners: {e}")))?;
 
         let mut polls = Vec::with_capacity(workers);
@@ -202,7 +226,14 @@ impl Gateway {
         };
         let thread = std::thread::Builder::new()
             .name("acceptor".into())
-            .spawn(move || acceptor.serve(poll, http, backend, signals, threads, socket_file))
+            .spawn(move || {
+                let listeners = Listeners {
+                    http,
+                    backend,
+                    backend_tcp,
+                };
+                acceptor.serve(poll, listeners, signals, threads, socket_file)
+            })
             .map_err(|e| StartError(format!("cannot start acceptor thread: {e}")))?;
         Ok(Gateway {
             http_addr: local,
@@ -210,6 +241,12 @@ impl Gateway {
             acceptor: Some(thread),
         })
     }
+}
+
+struct Listeners {
+    http: TcpListener,
+    backend: UnixListener,
+    backend_tcp: Option<TcpListener>,
 }
 
 struct Acceptor {
@@ -223,8 +260,7 @@ impl Acceptor {
     fn serve(
         mut self,
         mut poll: Poll,
-        mut http: TcpListener,
-        mut backend: UnixListener,
+        mut listeners: Listeners,
         mut signals: Option<mio::net::UnixStream>,
         threads: Vec<std::thread::JoinHandle<()>>,
         socket_file: SocketFile,
@@ -245,12 +281,13 @@ impl Acceptor {
             }
             if self.accept_blocked {
                 self.accept_blocked = false;
-                self.accept_http(&mut http);
+                self.accept_http(&mut listeners.http);
             }
             for event in events.iter() {
                 match event.token() {
-                    HTTP_LISTENER => self.accept_http(&mut http),
-                    BACKEND_LISTENER => self.accept_backend(&mut backend),
+                    HTTP_LISTENER => self.accept_http(&mut listeners.http),
+                    BACKEND_LISTENER => self.accept_backend(&mut listeners),
+                    BACKEND_TCP_LISTENER => self.accept_backend_tcp(&mut listeners),
                     SIGNALS => {
                         if let Some(pipe) = signals.as_mut() {
                             let mut drain = [0u8; 64];
@@ -271,8 +308,7 @@ impl Acceptor {
         info!("shutting down: no longer accepting, answering waiting clients");
         // Closing the listeners first means new clients are refused at once
         // instead of queueing behind a gateway that is going away.
-        drop(http);
-        drop(backend);
+        drop(listeners);
         for peer in &self.shared.peers {
             peer.post(ToWorker::Shutdown);
         }
@@ -345,14 +381,37 @@ impl Acceptor {
         }
     }
 
-    fn accept_backend(&mut self, listener: &mut UnixListener) {
+    /// Backends are few and long-lived: round-robin is placement enough.
+    fn hand_backend(&mut self, sock: BackendStream) {
+        let worker = self.next_backend_worker % self.shared.peers.len();
+        self.next_backend_worker += 1;
+        self.shared.peers[worker].post(ToWorker::Backend(sock));
+    }
+
+    fn accept_backend_tcp(&mut self, listeners: &mut Listeners) {
+        let Some(listener) = listeners.backend_tcp.as_mut() else {
+            return;
+        };
         loop {
             match listener.accept() {
                 Ok((sock, _)) => {
-                    let worker = self.next_backend_worker % self.shared.peers.len();
-                    self.next_backend_worker += 1;
-                    self.shared.peers[worker].post(ToWorker::Backend(sock));
+                    let _ = sock.set_nodelay(true);
+                    self.hand_backend(BackendStream::Tcp(sock));
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("backend accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_backend(&mut self, listeners: &mut Listeners) {
+        loop {
+            match listeners.backend.accept() {
+                Ok((sock, _)) => self.hand_backend(BackendStream::Unix(sock)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {

@@ -174,3 +174,67 @@ fn quit_closes_after_reply() {
     let mut line = String::new();
     assert_eq!(b.reader.read_line(&mut line).unwrap(), 0);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tcp_backend_listener_with_password() {
+    let port = free_port();
+    let gw = Gateway::start(&format!(
+        "mailbox.backend-port = {port}\nmailbox.backend-password = \"s3cret-pass\""
+    ));
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (Debian redis-tools) is needed");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    };
+    assert!(cli(&["PUBLISH", "tcp", "no-auth"]).starts_with("NOAUTH"));
+    assert!(
+        cli(&["-a", "wrong", "--no-auth-warning", "PUBLISH", "tcp", "x"]).contains("WRONGPASS")
+    );
+    assert_eq!(
+        cli(&[
+            "-a",
+            "s3cret-pass",
+            "--no-auth-warning",
+            "PUBLISH",
+            "tcp",
+            "over tcp"
+        ]),
+        "0"
+    );
+    // The Unix socket asks for the password too.
+    let mut b = gw.backend();
+    assert!(
+        matches!(b.call(&[b"PUBLISH", b"tcp", b"x"]), Reply::Error(e) if e.starts_with("NOAUTH"))
+    );
+    assert_eq!(
+        b.call(&[b"AUTH", b"s3cret-pass"]),
+        Reply::Simple("OK".into())
+    );
+    assert_eq!(
+        gw.get("/mailbox/tcp").json()["messages"][0]["data"],
+        "over tcp"
+    );
+}
+
+#[test]
+fn tcp_backend_beyond_loopback_needs_a_password() {
+    let err = Gateway::try_start("mailbox.backend-port = 6399\nmailbox.backend-bind = \"0.0.0.0\"")
+        .err()
+        .expect("refused");
+    assert!(err.contains("mailbox.backend-password"), "{err}");
+}

@@ -12,7 +12,9 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::net::UnixStream;
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
 
 use crate::config::MailboxConfig;
 use crate::mailbox::{Message, StoreError};
@@ -25,8 +27,70 @@ use resp::{Decoded, Decoder, Limits};
 /// bulk, so read big.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A backend's socket: the Unix socket, or the optional TCP listener
+/// (`mailbox.backend-port`).
+pub enum BackendStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for BackendStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BackendStream::Unix(s) => s.read(buf),
+            BackendStream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for BackendStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BackendStream::Unix(s) => s.write(buf),
+            BackendStream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for BackendStream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            BackendStream::Unix(s) => s.register(registry, token, interests),
+            BackendStream::Tcp(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            BackendStream::Unix(s) => s.reregister(registry, token, interests),
+            BackendStream::Tcp(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            BackendStream::Unix(s) => s.deregister(registry),
+            BackendStream::Tcp(s) => s.deregister(registry),
+        }
+    }
+}
+
 pub struct BackendConn {
-    pub sock: UnixStream,
+    pub sock: BackendStream,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
@@ -40,7 +104,7 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    pub fn new(sock: UnixStream, id: u64, config: &MailboxConfig) -> BackendConn {
+    pub fn new(sock: BackendStream, id: u64, config: &MailboxConfig) -> BackendConn {
         BackendConn {
             sock,
             inbuf: Vec::new(),
