@@ -199,6 +199,10 @@ pub struct StoreStats {
     pub evicted_by_ttl: AtomicU64,
     pub evicted_by_memory: AtomicU64,
     pub rejected_publishes: AtomicU64,
+    pub rejected_too_large: AtomicU64,
+    pub rejected_mailbox_limit: AtomicU64,
+    pub rejected_subscriber_limit: AtomicU64,
+    pub rejected_out_of_memory: AtomicU64,
 }
 
 /// Outcome of a publish: the stored message, the workers that hold
@@ -422,12 +426,24 @@ impl Store {
         now: Instant,
     ) -> Result<Published, StoreError> {
         let result = self.try_publish(name, payload, now);
-        if result.is_err() {
+        if let Err(e) = &result {
             self.stats
                 .rejected_publishes
                 .fetch_add(1, Ordering::Relaxed);
+            self.count_refusal(e);
         }
         result
+    }
+
+    fn count_refusal(&self, error: &StoreError) {
+        let counter = match error {
+            StoreError::BadName => return,
+            StoreError::TooLarge { .. } => &self.stats.rejected_too_large,
+            StoreError::TooManyMailboxes { .. } => &self.stats.rejected_mailbox_limit,
+            StoreError::TooManySubscribers { .. } => &self.stats.rejected_subscriber_limit,
+            StoreError::OutOfMemory { .. } => &self.stats.rejected_out_of_memory,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn try_publish(
@@ -446,6 +462,19 @@ impl Store {
                 limit: self.limits.max_message_size,
             });
         }
+        if len > self.limits.max_mailbox_bytes || len > self.limits.max_memory {
+            // Even an emptied store could not hold it: refuse rather than
+            // accept and drop it.
+            let limit = self.limits.max_memory.min(self.limits.max_mailbox_bytes);
+            return Err(StoreError::OutOfMemory { limit });
+        }
+        if self.retained_bytes() + len > self.limits.max_memory {
+            // Free a little more than needed so that a store at its cap does
+            // not rescan on every publish. Done before taking our own shard
+            // lock: a thread never holds two.
+            let slack = self.limits.max_memory / 16;
+            self.reclaim(self.limits.max_memory.saturating_sub(len + slack));
+        }
         let mut shard = self.shard(name);
         let mailbox = self.entry(&mut shard, name)?;
         self.expire(mailbox, now);
@@ -460,20 +489,8 @@ impl Store {
             self.drop_front(mailbox);
             self.stats.evicted_by_memory.fetch_add(1, Ordering::Relaxed);
         }
-        while !mailbox.messages.is_empty()
-            && self.retained_bytes.load(Ordering::Relaxed) + len > self.limits.max_memory
-        {
-            self.drop_front(mailbox);
-            self.stats.evicted_by_memory.fetch_add(1, Ordering::Relaxed);
-        }
-        if len > self.limits.max_mailbox_bytes
-            || self.retained_bytes.load(Ordering::Relaxed) + len > self.limits.max_memory
-        {
-            // Even an emptied mailbox cannot hold it: refuse rather than
-            // accept and drop it.
-            let limit = self.limits.max_memory.min(self.limits.max_mailbox_bytes);
-            return Err(StoreError::OutOfMemory { limit });
-        }
+        // Concurrent publishers may have refilled what `reclaim` freed; the
+        // overshoot is bounded by one message per worker.
 
         mailbox.last_seq += 1;
         let cursor = Cursor {
@@ -499,9 +516,56 @@ impl Store {
         })
     }
 
+    /// Evicts the oldest messages of the whole store until at most `target`
+    /// bytes are retained (`mailbox.max-memory`). Each round takes the
+    /// front (oldest) message of every mailbox in age order, so the store
+    /// sheds its globally oldest mail first; readers see it as `missed`.
+    fn reclaim(&self, target: usize) {
+        while self.retained_bytes() > target {
+            let mut fronts: Vec<(Instant, usize, Arc<str>)> = Vec::new();
+            for (index, shard) in self.shards.iter().enumerate() {
+                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                fronts.extend(shard.boxes.values().filter_map(|m| {
+                    m.messages
+                        .front()
+                        .map(|f| (f.published_at, index, m.name.clone()))
+                }));
+            }
+            if fronts.is_empty() {
+                return;
+            }
+            fronts.sort_unstable_by_key(|f| f.0);
+            for (_, index, name) in fronts {
+                if self.retained_bytes() <= target {
+                    return;
+                }
+                let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(mailbox) = shard.boxes.get_mut(&*name) {
+                    self.drop_front(mailbox);
+                    self.stats.evicted_by_memory.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Reads the backlog after `since` and, per `register`, counts one more
     /// subscriber of this mailbox on `worker`, atomically.
     pub fn attach(
+        &self,
+        name: &str,
+        since: Option<&Cursor>,
+        worker: usize,
+        register: Register,
+        now: Instant,
+    ) -> Result<Attach, StoreError> {
+        let result = self.try_attach(name, since, worker, register, now);
+        if let Err(e) = &result {
+            self.count_refusal(e);
+        }
+        result
+    }
+
+    fn try_attach(
         &self,
         name: &str,
         since: Option<&Cursor>,
@@ -872,6 +936,47 @@ mod tests {
         let a = store.attach("box", None, 0, Register::IfIdle, now).unwrap();
         assert_eq!(seqs(&a.backlog), vec![4, 5]);
         assert_eq!(store.retained_bytes(), 200);
+    }
+
+    #[test]
+    fn memory_cap_evicts_the_oldest_mail_of_the_whole_store() {
+        let mut l = limits();
+        l.max_messages = 100;
+        l.max_memory = 1000;
+        l.max_mailbox_bytes = 1000;
+        let store = Store::new(l, 1);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        store.publish(b"old", vec![0; 300], at(0)).unwrap();
+        store.publish(b"mid", vec![0; 300], at(1)).unwrap();
+        store.publish(b"new", vec![0; 300], at(2)).unwrap();
+        // 900 retained; 300 more needs room: "old" goes first, not "new".
+        store.publish(b"new", vec![0; 300], at(3)).unwrap();
+        assert!(store.retained_bytes() <= 1000);
+        let old = store
+            .attach("old", None, 0, Register::Never, at(3))
+            .unwrap();
+        assert!(old.backlog.is_empty());
+        let zero = Cursor {
+            seq: 0,
+            ..old.position
+        };
+        assert!(
+            store
+                .attach("old", Some(&zero), 0, Register::Never, at(3))
+                .unwrap()
+                .missed
+        );
+        let new = store
+            .attach("new", None, 0, Register::Never, at(3))
+            .unwrap();
+        assert_eq!(new.backlog.len(), 2);
+        assert!(store.stats.evicted_by_memory.load(Ordering::Relaxed) >= 1);
+        // Bigger than the whole cap: refused, nothing lost.
+        assert!(matches!(
+            store.publish(b"new", vec![0; 1001], at(4)),
+            Err(StoreError::TooLarge { .. } | StoreError::OutOfMemory { .. })
+        ));
     }
 
     #[test]

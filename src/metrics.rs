@@ -20,6 +20,9 @@ pub struct Metrics {
     pub requests_unauthorized: AtomicU64,
     pub requests_forbidden: AtomicU64,
     pub header_timeouts: AtomicU64,
+    pub headers_too_large: AtomicU64,
+    pub bodies_too_large: AtomicU64,
+    pub idle_keepalive_closed: AtomicU64,
     pub polls_waiting: AtomicU64,
     pub streams_open: AtomicU64,
     pub websockets_open: AtomicU64,
@@ -61,7 +64,10 @@ impl Metrics {
                           rejected_http_requests:{}\r\n\
              unauthorized_requests:{}\r\n\
              forbidden_requests:{}\r\n\
-             header_timeouts:{}\r\n\
+                          header_timeouts:{}\r\n\
+             headers_too_large:{}\r\n\
+             bodies_too_large:{}\r\n\
+             idle_keepalive_closed:{}\r\n\
              total_deliveries:{}\r\n\
              slow_subscribers_closed:{}\r\n\
              websocket_protocol_violations:{}\r\n\
@@ -81,6 +87,9 @@ impl Metrics {
             get(&self.requests_unauthorized),
             get(&self.requests_forbidden),
             get(&self.header_timeouts),
+            get(&self.headers_too_large),
+            get(&self.bodies_too_large),
+            get(&self.idle_keepalive_closed),
             get(&self.deliveries),
             get(&self.slow_subscribers_closed),
             get(&self.websocket_violations),

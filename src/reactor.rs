@@ -493,6 +493,9 @@ impl Worker {
                 Parsed::Partial => return pos,
                 Parsed::Invalid(status, why) => {
                     metrics::inc(&self.shared.metrics.requests_rejected);
+                    if status == Status::HeaderFieldsTooLarge {
+                        metrics::inc(&self.shared.metrics.headers_too_large);
+                    }
                     debug!("{}: bad request: {why}", conn.peer);
                     self.respond_error(key, status, why, true, false, &Cors::None);
                     return buf.len();
@@ -500,6 +503,7 @@ impl Worker {
                 Parsed::Complete(req, head_len) => {
                     if req.content_length > max_body {
                         metrics::inc(&self.shared.metrics.requests_rejected);
+                        metrics::inc(&self.shared.metrics.bodies_too_large);
                         self.respond_error(
                             key,
                             Status::PayloadTooLarge,
@@ -1587,7 +1591,8 @@ impl Worker {
                         &Cors::None,
                     );
                 } else {
-                    self.kill(key); // idle keep-alive connection
+                    metrics::inc(&self.shared.metrics.idle_keepalive_closed);
+                    self.kill(key);
                 }
             }
             Phase::Held { .. } => self.answer_timeout(key),

@@ -304,25 +304,37 @@ impl Hub for WorkerHub<'_> {
                  mailboxes:{}\r\n\
                  retained_bytes:{}\r\n\
                  total_published:{}\r\n\
-                 rejected_publishes:{}\r\n\
+                                  rejected_publishes:{}\r\n\
+                 rejected_too_large:{}\r\n\
+                 rejected_mailbox_limit:{}\r\n\
+                 rejected_subscriber_limit:{}\r\n\
+                 rejected_out_of_memory:{}\r\n\
                  evicted_by_count:{}\r\n\
                  evicted_by_ttl:{}\r\n\
                  evicted_by_memory:{}\r\n\
-                 max_mailboxes:{}\r\n\
+                                  max_mailboxes:{}\r\n\
                  max_messages:{}\r\n\
                  max_memory:{}\r\n\
+                 max_mailbox_bytes:{}\r\n\
+                 max_subscribers:{}\r\n\
                  message_ttl:{}\r\n\
                  \r\n",
                 store.mailbox_count(),
                 store.retained_bytes(),
                 get(&stats.published),
                 get(&stats.rejected_publishes),
+                get(&stats.rejected_too_large),
+                get(&stats.rejected_mailbox_limit),
+                get(&stats.rejected_subscriber_limit),
+                get(&stats.rejected_out_of_memory),
                 get(&stats.evicted_by_count),
                 get(&stats.evicted_by_ttl),
                 get(&stats.evicted_by_memory),
                 limits.max_mailboxes,
                 limits.max_messages,
                 limits.max_memory,
+                limits.max_mailbox_bytes,
+                limits.max_subscribers,
                 limits.message_ttl.as_secs(),
             );
         }
