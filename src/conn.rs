@@ -401,3 +401,15 @@ mod tests {
         assert_eq!(q.chunks.capacity(), 0);
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// An idle connection's footprint in the worker's slab is a first-class
+    /// number (docs/architecture.md); keep it from creeping up unnoticed.
+    #[test]
+    fn conn_stays_small() {
+        let size = std::mem::size_of::<super::Conn>();
+        println!("Conn is {size} bytes");
+        assert!(size <= 256, "Conn grew to {size} bytes");
+    }
+}
