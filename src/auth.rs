@@ -223,13 +223,9 @@ mod tests {
     }
 
     fn auth(audience: Option<&str>) -> Auth {
-        let dir = std::env::temp_dir().join(format!(
-            "cometbox-auth-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let secret = dir.join("secret");
+        // The key is read at construction; the directory can go after.
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
         std::fs::write(&secret, [SECRET, b"\n"].concat()).unwrap();
         let config = AuthConfig {
             required: true,
@@ -330,7 +326,8 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        let path = std::env::temp_dir().join(format!("cometbox-short-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short");
         std::fs::write(&path, b"short").unwrap();
         let config = AuthConfig {
             required: true,
