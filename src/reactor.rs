@@ -156,7 +156,8 @@ pub struct Worker {
     scratch: Vec<u8>,
     tail: Vec<u8>,
     body: Vec<u8>,
-    readbuf: Vec<u8>,
+    /// Where idle connections' reads land; zeroed once.
+    read_scratch: Box<[u8]>,
     date: DateCache,
     clock: Instant,
     now_ms: u64,
@@ -187,7 +188,7 @@ impl Worker {
             scratch: Vec::with_capacity(1024),
             tail: Vec::with_capacity(64),
             body: Vec::new(),
-            readbuf: Vec::with_capacity(READ_CHUNK),
+            read_scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             date: DateCache::default(),
             clock: Instant::now(),
             now_ms: 0,
@@ -368,13 +369,42 @@ impl Worker {
     }
 
     fn http_read(&mut self, key: usize) {
+        if self.conns[key].inbuf.is_empty() {
+            // The common case: a whole request (or nothing) in one read, into
+            // the worker's scratch, zeroed once at start-up. A short read
+            // means the socket is drained: new data brings a new event.
+            let mut scratch = std::mem::take(&mut self.read_scratch);
+            let conn = &mut self.conns[key];
+            let read = loop {
+                match conn.sock.read(&mut scratch) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_scratch = scratch;
+                    return;
+                }
+                Err(_) => 0,
+            };
+            if n == 0 {
+                conn.peer_closed = true;
+            }
+            if n < scratch.len() {
+                let consumed = self.consume_input(key, &mut scratch[..n]);
+                self.keep_tail(key, &scratch[consumed..n]);
+                self.read_scratch = scratch;
+                return;
+            }
+            // The scratch filled up: more is waiting. Go on with a buffer of
+            // the connection's own.
+            self.keep_tail(key, &scratch[..]);
+            self.read_scratch = scratch;
+        }
         let conn = &mut self.conns[key];
-        let was_idle = conn.inbuf.is_empty();
-        let mut buf = if was_idle {
-            std::mem::take(&mut self.readbuf)
-        } else {
-            std::mem::take(&mut conn.inbuf)
-        };
+        let mut buf = std::mem::take(&mut conn.inbuf);
         let cfg = &self.shared.config.server;
         let limit = cfg.max_request_header_size + cfg.max_request_body_size + READ_CHUNK;
         let mut eof = false;
@@ -414,7 +444,22 @@ impl Worker {
             conn.peer_closed = true;
         }
         let consumed = self.consume_input(key, &mut buf);
-        self.restore_input(key, buf, consumed, was_idle);
+        self.restore_input(key, buf, consumed);
+    }
+
+    /// Keeps the unparsed tail of the scratch in the connection's own buffer.
+    fn keep_tail(&mut self, key: usize, tail: &[u8]) {
+        let header_timeout = Self::ms(self.shared.config.server.header_timeout);
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.dead
+            && !tail.is_empty()
+        {
+            conn.inbuf = tail.to_vec();
+            if matches!(conn.phase, Phase::Head) {
+                // The first bytes of a request: the header timeout runs from here.
+                conn.deadline = self.now_ms + header_timeout;
+            }
+        }
     }
 
     /// Acts on buffered input according to the phase; returns bytes used.
@@ -452,29 +497,16 @@ impl Worker {
         pos
     }
 
-    fn restore_input(&mut self, key: usize, mut buf: Vec<u8>, consumed: usize, was_idle: bool) {
-        let rest_len = buf.len() - consumed;
+    /// Puts the unparsed rest of the connection's own buffer back.
+    fn restore_input(&mut self, key: usize, mut buf: Vec<u8>, consumed: usize) {
         if let Some(conn) = self.conns.get_mut(key)
             && !conn.dead
         {
-            if was_idle {
-                // `buf` is the worker's scratch: keep only the tail.
-                conn.inbuf = buf[consumed..].to_vec();
-            } else {
-                buf.drain(..consumed);
-                if buf.is_empty() {
-                    buf = Vec::new(); // idle connections hold no buffer
-                }
-                conn.inbuf = std::mem::take(&mut buf);
+            buf.drain(..consumed);
+            if buf.is_empty() {
+                buf = Vec::new(); // idle connections hold no buffer
             }
-            if rest_len > 0 && matches!(conn.phase, Phase::Head) && was_idle {
-                // The first bytes of a request: the header timeout runs from here.
-                conn.deadline = self.now_ms + Self::ms(self.shared.config.server.header_timeout);
-            }
-        }
-        if was_idle {
-            buf.clear();
-            self.readbuf = buf;
+            conn.inbuf = buf;
         }
     }
 
@@ -924,7 +956,7 @@ impl Worker {
         }
         let mut buf = std::mem::take(&mut conn.inbuf);
         let consumed = self.consume_input(key, &mut buf);
-        self.restore_input(key, buf, consumed, false);
+        self.restore_input(key, buf, consumed);
     }
 
     // ----- streams: SSE, NDJSON, iframe -----------------------------------
