@@ -1,1 +1,0 @@
-// cometbox.js: placeholder until the browser client lands (see docs/protocol.md).
