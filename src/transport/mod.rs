@@ -127,27 +127,6 @@ pub fn choose(req: &Request<'_>) -> Result<Choice, (Status, &'static str)> {
     })
 }
 
-/// The browser client, embedded at build time from client/cometbox.js.
-pub struct ClientScript {
-    pub body: &'static [u8],
-    /// A strong ETag from the content's SHA-1, so browsers revalidate cheaply.
-    pub etag: String,
-}
-
-pub fn client_script() -> &'static ClientScript {
-    static SCRIPT: std::sync::OnceLock<ClientScript> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        use sha1::Digest;
-        let body: &'static [u8] = include_bytes!("../../client/cometbox.js");
-        let digest = sha1::Sha1::digest(body);
-        let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
-        ClientScript {
-            body,
-            etag: format!("\"{hex}\""),
-        }
-    })
-}
-
 /// Which `Access-Control-Allow-Origin` a response carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cors {
