@@ -1,13 +1,38 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, then runs every test:
 # Debian packages (apt-get, when root), Python packages into .venv, npm
-# packages locally; then `cargo test` and the interop suites that drive the
-# gateway with real third-party clients.
+# packages locally (tests/node); then `cargo test`, the interop suites that
+# drive the gateway with real third-party clients, and the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each entry is "command-or-file-that-proves-it-is-there:debian-package".
+# The runtimes of the backend examples (Ruby, PHP and their Redis/JWT
+# libraries), redis-cli and socat for the shell example, and Debian's
+# Chromium for the browser tests (downloading browsers does not work here).
+needs=(
+    redis-cli:redis-tools
+    socat:socat
+    ruby:ruby
+    /usr/share/rubygems-integration/all/gems/redis-*/lib/redis.rb:ruby-redis
+    /usr/share/rubygems-integration/all/gems/jwt-*/lib/jwt.rb:ruby-jwt
+    php:php-cli
+    /etc/php/*/mods-available/redis.ini:php-redis
+    /usr/share/php/Predis/Autoloader.php:php-predis
+    chromium:chromium
+    chromedriver:chromium-driver
+    /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf:fonts-dejavu-core
+)
 apt_packages=()
-command -v redis-cli >/dev/null || apt_packages+=(redis-tools)
+for need in "${needs[@]}"; do
+    probe=${need%%:*} package=${need##*:}
+    if [[ $probe == /* ]]; then
+        # shellcheck disable=SC2086 # the probe may be a glob
+        compgen -G "$probe" >/dev/null || apt_packages+=("$package")
+    else
+        command -v "$probe" >/dev/null || apt_packages+=("$package")
+    fi
+done
 if ((${#apt_packages[@]})); then
     if [ "$(id -u)" = 0 ]; then
         echo "== installing Debian packages: ${apt_packages[*]}"
@@ -26,9 +51,18 @@ fi
 echo "== installing Python test packages"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
 
+echo "== installing npm test packages (tests/node)"
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+
 echo "== cargo test"
 cargo build --release --quiet
 cargo test --release -- --test-threads=4
 
+export COMETBOX_BIN="$PWD/target/release/cometbox"
 echo "== interop tests (third-party clients)"
-COMETBOX_BIN="$PWD/target/release/cometbox" .venv/bin/python -m pytest -q tests/interop
+.venv/bin/python -m pytest -q tests/interop
+
+if compgen -G "tests/e2e/*.test.mjs" >/dev/null; then
+    echo "== browser tests (headless Chromium)"
+    node --test --test-concurrency=1 tests/e2e/
+fi

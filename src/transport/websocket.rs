@@ -4,19 +4,48 @@
 //!
 //! The gateway does not route client data yet, so data frames are consumed
 //! piecemeal and dropped (after UTF-8 validation for text): the caller never
-//! buffers a large frame. Control frames are small (≤ 125 bytes) and are
-//! consumed whole.
+//! buffers a large frame. Control frames are small and are consumed whole,
+//! so the caller holds at most [`MAX_CLIENT_CONTROL_FRAME`] unconsumed bytes.
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
+/// RFC 6455 4.2.2: appended to the client's key before hashing.
 pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/// RFC 6455 5.5: control frames carry at most 125 bytes.
+/// RFC 6455 7.4.1 close codes the gateway sends.
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// RFC 6455 5.5: control frames carry at most 125 bytes, so their length
+/// always fits the 7-bit field.
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// The longest a client control frame can be: 2 header bytes, the 4-byte
+/// masking key and the payload. Decoding never stalls with more than this
+/// left unconsumed, so it bounds what a caller must keep between reads.
+pub const MAX_CLIENT_CONTROL_FRAME: usize = 2 + 4 + MAX_CONTROL_PAYLOAD;
+
+/// The longest server frame header: 2 bytes and a 64-bit length (no mask).
+const MAX_SERVER_HEADER: usize = 10;
+
+// RFC 6455 5.2: the bits of the first two header bytes.
+const FIN_BIT: u8 = 0x80;
+const RSV_BITS: u8 = 0x70;
+const OPCODE_BITS: u8 = 0x0f;
+const MASK_BIT: u8 = 0x80;
+const LEN_BITS: u8 = 0x7f;
+/// 7-bit length values that announce a 16-bit or a 64-bit length.
+const LEN_16: u8 = 126;
+const LEN_64: u8 = 127;
+
+/// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key`.
 pub fn accept_key(sec_websocket_key: &[u8]) -> String {
     let mut sha = Sha1::new();
+    // 4.2.2 hashes the key "minus any leading and trailing whitespace".
     sha.update(sec_websocket_key.trim_ascii());
     sha.update(GUID.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
@@ -40,6 +69,7 @@ pub enum Opcode {
 }
 
 impl Opcode {
+    /// None for the opcodes RFC 6455 5.2 reserves (3–7, 0xB–0xF).
     fn from_bits(bits: u8) -> Option<Opcode> {
         Some(match bits {
             0x0 => Opcode::Continuation,
@@ -68,28 +98,37 @@ impl Opcode {
     }
 }
 
+/// Server-to-client frames are never masked, so one encoding serves every
+/// subscriber. Writes 2, 4 or 10 bytes: RFC 6455 5.2 wants the shortest
+/// length form.
 pub fn encode_frame_header(opcode: Opcode, fin: bool, payload_len: usize, out: &mut Vec<u8>) {
-    out.push(if fin { 0x80 } else { 0 } | opcode.bits());
-    if payload_len < 126 {
+    out.push(if fin { FIN_BIT } else { 0 } | opcode.bits());
+    if payload_len < usize::from(LEN_16) {
         out.push(payload_len as u8);
-    } else if payload_len <= u16::MAX as usize {
-        out.push(126);
-        out.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    } else if let Ok(len) = u16::try_from(payload_len) {
+        out.push(LEN_16);
+        out.extend_from_slice(&len.to_be_bytes());
     } else {
-        out.push(127);
+        out.push(LEN_64);
         out.extend_from_slice(&(payload_len as u64).to_be_bytes());
     }
 }
 
+/// A whole text frame, built once per message and shared by the cache.
 pub fn encode_text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 10);
+    let mut out = Vec::with_capacity(MAX_SERVER_HEADER + payload.len());
     encode_frame_header(Opcode::Text, true, payload.len(), &mut out);
     out.extend_from_slice(payload);
     out
 }
 
+/// A close frame. The reason is cut (at a character boundary, so it stays
+/// UTF-8 as 5.5.1 requires) to fit a control frame beside the code.
 pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
-    // Keep the reason within a control frame, cut at a char boundary.
+    debug_assert!(
+        close_code_allowed(code),
+        "close code {code} is not for the wire"
+    );
     let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
     while !reason.is_char_boundary(end) {
         end -= 1;
@@ -99,307 +138,386 @@ pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&reason.as_bytes()[..end]);
 }
 
+/// Payloads past 125 bytes are cut: a longer control frame is invalid.
 pub fn encode_ping(payload: &[u8], out: &mut Vec<u8>) {
-    control(Opcode::Ping, payload, out);
+    encode_control(Opcode::Ping, payload, out);
 }
 
+/// Payloads past 125 bytes are cut, as for pings. A pong echoes a decoded
+/// ping, whose payload never exceeds that.
 pub fn encode_pong(payload: &[u8], out: &mut Vec<u8>) {
-    control(Opcode::Pong, payload, out);
+    encode_control(Opcode::Pong, payload, out);
 }
 
-fn control(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
+fn encode_control(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
     let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
     encode_frame_header(opcode, true, payload.len(), out);
     out.extend_from_slice(payload);
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Inbound {
     /// Answer with a pong carrying the same payload.
     Ping(Vec<u8>),
     Pong(Vec<u8>),
-    /// The peer started or answered the close handshake.
+    /// The peer started or answered the close handshake. `code` is None for
+    /// an empty close frame; `reason` is valid UTF-8.
     Close {
         code: Option<u16>,
         reason: Vec<u8>,
     },
-    /// A whole client data message arrived (and was dropped).
+    /// A complete client data message was received (and dropped: the
+    /// gateway does not route client data yet).
     Message,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// The client broke the protocol: send a close frame with this code and
+/// reason, then close. The decoder is not to be used again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Violation {
     pub close_code: u16,
     pub reason: &'static str,
 }
 
-const PROTOCOL_ERROR: u16 = 1002;
-const INVALID_DATA: u16 = 1007;
-const TOO_BIG: u16 = 1009;
-
-fn violation(close_code: u16, reason: &'static str) -> Violation {
-    Violation { close_code, reason }
+fn violation<T>(close_code: u16, reason: &'static str) -> Result<T, Violation> {
+    Err(Violation { close_code, reason })
 }
 
-/// Validates UTF-8 across pieces, carrying at most 3 bytes of a sequence
-/// split between them.
+/// RFC 6455 7.4: the codes an endpoint may put in a close frame. Below 1000
+/// is unused; 1004 is reserved; 1005, 1006 and 1015 only report locally what
+/// happened; 1012–1014 were registered with IANA after the RFC; 1016–2999
+/// are kept for future RFCs; 3000–4999 belong to libraries and applications.
+fn close_code_allowed(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Checks UTF-8 across pieces with `std::str::from_utf8`. Between pieces it
+/// keeps only the start of a character cut by the boundary: at most 3
+/// bytes, as no character is longer than 4.
 #[derive(Default)]
-struct Utf8Stream {
-    carry: [u8; 4],
-    carried: usize,
+struct Utf8Validator {
+    partial: [u8; 3],
+    partial_len: usize,
 }
 
-impl Utf8Stream {
-    fn feed(&mut self, mut piece: &[u8]) -> bool {
-        if self.carried > 0 {
-            // Complete the carried sequence with up to 3 more bytes.
-            let take = (4 - self.carried).min(piece.len());
-            let mut joined = [0u8; 4];
-            joined[..self.carried].copy_from_slice(&self.carry[..self.carried]);
-            joined[self.carried..self.carried + take].copy_from_slice(&piece[..take]);
-            let len = self.carried + take;
-            match std::str::from_utf8(&joined[..len]) {
-                Ok(_) => {
-                    self.carried = 0;
-                    piece = &piece[take..];
-                }
-                Err(e) if e.valid_up_to() > 0 => {
-                    // The carried sequence completed within `joined`.
-                    let used = e.valid_up_to() - self.carried;
-                    self.carried = 0;
-                    piece = &piece[used..];
-                }
-                Err(e) if e.error_len().is_none() && take == piece.len() => {
-                    // Still incomplete and nothing more to add: keep carrying.
-                    self.carry[..len].copy_from_slice(&joined[..len]);
-                    self.carried = len;
-                    return true;
-                }
+impl Utf8Validator {
+    /// False as soon as the bytes so far cannot begin valid UTF-8, so a bad
+    /// message is refused without waiting for its end.
+    fn feed(&mut self, piece: &[u8]) -> bool {
+        let mut rest = piece;
+        if self.partial_len > 0 {
+            // Give the carried start up to 4 bytes in all: enough to either
+            // finish its character or prove it invalid.
+            let have = self.partial_len;
+            let take = rest.len().min(4 - have);
+            let mut joined = [0; 4];
+            joined[..have].copy_from_slice(&self.partial[..have]);
+            joined[have..have + take].copy_from_slice(&rest[..take]);
+            let joined = &joined[..have + take];
+            let finished = match std::str::from_utf8(joined) {
+                Ok(_) => joined.len(),
+                // The character finished; what follows is checked below.
+                Err(e) if e.valid_up_to() > 0 => e.valid_up_to(),
+                // Unfinished even now, which means the piece ran out.
+                Err(e) if e.error_len().is_none() => return self.keep(joined),
                 Err(_) => return false,
-            }
+            };
+            self.partial_len = 0;
+            // The finished character spans all `have` carried bytes and at
+            // least one new one, so this does not underflow.
+            rest = &rest[finished - have..];
         }
-        match std::str::from_utf8(piece) {
+        match std::str::from_utf8(rest) {
             Ok(_) => true,
-            Err(e) if e.error_len().is_none() => {
-                let rest = &piece[e.valid_up_to()..];
-                self.carry[..rest.len()].copy_from_slice(rest);
-                self.carried = rest.len();
-                true
-            }
+            Err(e) if e.error_len().is_none() => self.keep(&rest[e.valid_up_to()..]),
             Err(_) => false,
         }
     }
 
-    /// At the end of a message nothing may be left half-done.
-    fn finish(&mut self) -> bool {
-        let complete = self.carried == 0;
-        self.carried = 0;
-        complete
+    /// `from_utf8` reports an unfinished end (`error_len() == None`) only for
+    /// a valid start of one character, which is at most 3 bytes.
+    fn keep(&mut self, start: &[u8]) -> bool {
+        self.partial[..start.len()].copy_from_slice(start);
+        self.partial_len = start.len();
+        true
+    }
+
+    /// A text message may not end inside a character (RFC 6455 8.1).
+    fn is_complete(&self) -> bool {
+        self.partial_len == 0
     }
 }
 
-/// A data frame whose payload is being consumed.
+/// A client frame header that passed every check needing only the header.
+struct Header {
+    fin: bool,
+    opcode: Opcode,
+    payload_len: u64,
+    mask: [u8; 4],
+    /// Header bytes, masking key included.
+    len: usize,
+}
+
+/// The data frame whose payload is being consumed.
+#[derive(Clone, Copy)]
 struct Payload {
     remaining: u64,
     mask: [u8; 4],
+    /// Where in the mask's 4-byte cycle the next payload byte falls.
     mask_offset: usize,
     fin: bool,
 }
 
+/// Where the decoder is within the byte stream.
+enum Frame {
+    /// The next byte starts a frame header. A complete data frame header
+    /// moves to `Payload`; a control frame is consumed whole and stays here.
+    Header,
+    /// Inside a data frame's payload; consuming its last byte moves back to
+    /// `Header`.
+    Payload(Payload),
+}
+
+/// The data message being received: from its first frame's header to the
+/// end of the frame with FIN set.
+struct Message {
+    /// Text or Binary, from the first frame.
+    opcode: Opcode,
+    /// Payload bytes announced so far, over all its frames.
+    size: u64,
+    utf8: Utf8Validator,
+}
+
+/// Decodes client frames. Call `decode` with the unconsumed input until it
+/// returns `Ok((0, None))`, keep what is left for the next read, and stop
+/// after a `Close` event or a `Violation`.
 pub struct InboundDecoder {
     max_message_size: usize,
-    /// Inside a data frame's payload.
-    payload: Option<Payload>,
-    /// A fragmented (or current) data message: its kind, if text.
-    message_is_text: Option<bool>,
-    message_size: u64,
-    utf8: Utf8Stream,
+    frame: Frame,
+    /// Set while a message is open; it outlives frames when fragmented.
+    /// Whenever `frame` is `Payload`, this is `Some`.
+    message: Option<Message>,
 }
 
 impl InboundDecoder {
     pub fn new(max_message_size: usize) -> Self {
         InboundDecoder {
             max_message_size,
-            payload: None,
-            message_is_text: None,
-            message_size: 0,
-            utf8: Utf8Stream::default(),
+            frame: Frame::Header,
+            message: None,
         }
     }
 
-    /// Consumes a prefix of `buf` and returns how much plus at most one
-    /// event. Ok((0, None)) means: more bytes needed.
+    /// Consumes a prefix of `buf` (unmasking in place where it needs to look
+    /// at payload) and returns how many bytes were used plus at most one
+    /// event. Data-frame payloads can be consumed piecemeal, so the caller
+    /// never has to buffer a big data frame; control frames are only
+    /// consumed whole. Returns Ok((0, None)) when it needs more bytes.
     pub fn decode(&mut self, buf: &mut [u8]) -> Result<(usize, Option<Inbound>), Violation> {
-        if self.payload.is_some() {
-            return self.data_payload(buf);
+        match std::mem::replace(&mut self.frame, Frame::Header) {
+            Frame::Header => self.frame_start(buf),
+            Frame::Payload(payload) => self.payload_piece(payload, buf),
         }
-        // Frame header: 2 bytes, then 0/2/8 length bytes, then the mask.
-        if buf.len() < 2 {
+    }
+
+    fn frame_start(&mut self, buf: &mut [u8]) -> Result<(usize, Option<Inbound>), Violation> {
+        let Some(header) = self.header(buf)? else {
             return Ok((0, None));
+        };
+        if header.opcode.is_control() {
+            // header() capped the length at 125, so this is small and exact.
+            let end = header.len + header.payload_len as usize;
+            let Some(payload) = buf.get_mut(header.len..end) else {
+                return Ok((0, None));
+            };
+            unmask(payload, header.mask, 0);
+            let event = control_event(header.opcode, payload)?;
+            return Ok((end, Some(event)));
         }
-        let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
-            return Err(violation(
-                PROTOCOL_ERROR,
-                "reserved bits set without an extension",
-            ));
+        // header() let a continuation through only with a message open, and
+        // a Text or Binary frame only without one.
+        let message = self.message.get_or_insert_with(|| Message {
+            opcode: header.opcode,
+            size: 0,
+            utf8: Utf8Validator::default(),
+        });
+        message.size += header.payload_len;
+        let payload = Payload {
+            remaining: header.payload_len,
+            mask: header.mask,
+            mask_offset: 0,
+            fin: header.fin,
+        };
+        let (used, event) = self.payload_piece(payload, &mut buf[header.len..])?;
+        Ok((header.len + used, event))
+    }
+
+    /// Reads and checks a frame header; Ok(None) until all of it is there.
+    /// Each check runs as soon as the bytes it needs are, so nothing is ever
+    /// reserved or awaited on the strength of a bad length.
+    fn header(&self, buf: &[u8]) -> Result<Option<Header>, Violation> {
+        let [b0, b1, ..] = *buf else {
+            return Ok(None);
+        };
+        if b0 & RSV_BITS != 0 {
+            // No extension is ever negotiated, so no RSV bit has a meaning.
+            return violation(CLOSE_PROTOCOL_ERROR, "reserved bits set");
         }
-        let fin = b0 & 0x80 != 0;
-        let opcode =
-            Opcode::from_bits(b0 & 0x0f).ok_or(violation(PROTOCOL_ERROR, "unknown opcode"))?;
-        if b1 & 0x80 == 0 {
-            return Err(violation(PROTOCOL_ERROR, "client frames must be masked"));
+        let fin = b0 & FIN_BIT != 0;
+        let Some(opcode) = Opcode::from_bits(b0 & OPCODE_BITS) else {
+            return violation(CLOSE_PROTOCOL_ERROR, "unknown opcode");
+        };
+        if b1 & MASK_BIT == 0 {
+            return violation(CLOSE_PROTOCOL_ERROR, "client frames must be masked");
         }
-        let (len, mut at) = match b1 & 0x7f {
-            126 => {
-                if buf.len() < 4 {
-                    return Ok((0, None));
-                }
-                (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4)
+        let len7 = b1 & LEN_BITS;
+        let so_far = if opcode.is_control() {
+            if !fin {
+                return violation(CLOSE_PROTOCOL_ERROR, "fragmented control frame");
             }
-            127 => {
-                if buf.len() < 10 {
-                    return Ok((0, None));
+            if usize::from(len7) > MAX_CONTROL_PAYLOAD {
+                return violation(CLOSE_PROTOCOL_ERROR, "control frame over 125 bytes");
+            }
+            0
+        } else {
+            match (opcode, &self.message) {
+                (Opcode::Continuation, Some(message)) => message.size,
+                (Opcode::Continuation, None) => {
+                    return violation(CLOSE_PROTOCOL_ERROR, "continuation without a message");
                 }
-                let len = u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"));
+                (_, Some(_)) => {
+                    return violation(CLOSE_PROTOCOL_ERROR, "new message before the last ended");
+                }
+                (_, None) => 0,
+            }
+        };
+        let (payload_len, len) = match len7 {
+            LEN_16 => {
+                let Some(bytes) = array(buf, 2) else {
+                    return Ok(None);
+                };
+                (u64::from(u16::from_be_bytes(bytes)), 4)
+            }
+            LEN_64 => {
+                let Some(bytes) = array(buf, 2) else {
+                    return Ok(None);
+                };
+                let len = u64::from_be_bytes(bytes);
                 if len >> 63 != 0 {
-                    return Err(violation(
-                        PROTOCOL_ERROR,
-                        "frame length has the top bit set",
-                    ));
+                    return violation(CLOSE_PROTOCOL_ERROR, "frame length has the top bit set");
                 }
                 (len, 10)
             }
-            n => (n as u64, 2),
+            short => (u64::from(short), 2),
         };
-        if opcode.is_control() {
-            if !fin {
-                return Err(violation(PROTOCOL_ERROR, "fragmented control frame"));
-            }
-            if len > MAX_CONTROL_PAYLOAD as u64 {
-                return Err(violation(PROTOCOL_ERROR, "control frame over 125 bytes"));
-            }
-        } else {
-            match (opcode, self.message_is_text) {
-                (Opcode::Continuation, None) => {
-                    return Err(violation(PROTOCOL_ERROR, "continuation without a message"));
-                }
-                (Opcode::Text | Opcode::Binary, Some(_)) => {
-                    return Err(violation(
-                        PROTOCOL_ERROR,
-                        "new message inside a fragmented one",
-                    ));
-                }
-                _ => {}
-            }
-            if self.message_size + len > self.max_message_size as u64 {
-                return Err(violation(TOO_BIG, "message too big"));
-            }
+        // Only data frames count: so_far is 0 for control frames, whose
+        // length is already capped. The limit is judged on the claim, before
+        // any payload arrives.
+        if !opcode.is_control()
+            && payload_len > (self.max_message_size as u64).saturating_sub(so_far)
+        {
+            return violation(CLOSE_TOO_BIG, "message too big");
         }
-        if buf.len() < at + 4 {
-            return Ok((0, None));
-        }
-        let mask: [u8; 4] = buf[at..at + 4].try_into().expect("4 bytes");
-        at += 4;
-        if opcode.is_control() {
-            let len = len as usize;
-            if buf.len() < at + len {
-                return Ok((0, None));
-            }
-            let payload = &mut buf[at..at + len];
-            unmask(payload, mask, 0);
-            let event = control_event(opcode, payload)?;
-            return Ok((at + len, Some(event)));
-        }
-        if opcode != Opcode::Continuation {
-            self.message_is_text = Some(opcode == Opcode::Text);
-            self.message_size = 0;
-        }
-        self.message_size += len;
-        self.payload = Some(Payload {
-            remaining: len,
-            mask,
-            mask_offset: 0,
+        let Some(mask) = array(buf, len) else {
+            return Ok(None);
+        };
+        Ok(Some(Header {
             fin,
-        });
-        let (used, event) = self.data_payload(&mut buf[at..])?;
-        Ok((at + used, event))
+            opcode,
+            payload_len,
+            mask,
+            len: len + 4,
+        }))
     }
 
-    fn data_payload(&mut self, buf: &mut [u8]) -> Result<(usize, Option<Inbound>), Violation> {
-        let payload = self.payload.as_mut().expect("inside a data frame");
-        let take = (payload.remaining.min(buf.len() as u64)) as usize;
+    /// Consumes as much of a data frame's payload as `buf` holds.
+    fn payload_piece(
+        &mut self,
+        mut payload: Payload,
+        buf: &mut [u8],
+    ) -> Result<(usize, Option<Inbound>), Violation> {
+        let message = self
+            .message
+            .as_mut()
+            .expect("a data frame's payload always belongs to the open message");
+        let take = usize::try_from(payload.remaining).map_or(buf.len(), |r| r.min(buf.len()));
         let piece = &mut buf[..take];
-        if self.message_is_text == Some(true) {
+        if message.opcode == Opcode::Text {
+            // Binary payloads are dropped unread, so only text is unmasked.
             unmask(piece, payload.mask, payload.mask_offset);
-            if !self.utf8.feed(piece) {
-                return Err(violation(INVALID_DATA, "text message is not UTF-8"));
+            if !message.utf8.feed(piece) {
+                return violation(CLOSE_INVALID_DATA, "text message is not UTF-8");
             }
         }
         payload.mask_offset = (payload.mask_offset + take) % 4;
         payload.remaining -= take as u64;
         if payload.remaining > 0 {
+            self.frame = Frame::Payload(payload);
             return Ok((take, None));
         }
-        let fin = payload.fin;
-        self.payload = None;
-        if !fin {
+        if !payload.fin {
             return Ok((take, None));
         }
-        let text = self.message_is_text.take() == Some(true);
-        if text && !self.utf8.finish() {
-            return Err(violation(
-                INVALID_DATA,
-                "text message ends inside a UTF-8 sequence",
-            ));
+        if message.opcode == Opcode::Text && !message.utf8.is_complete() {
+            return violation(CLOSE_INVALID_DATA, "text message ends inside a character");
         }
-        self.message_size = 0;
+        self.message = None;
         Ok((take, Some(Inbound::Message)))
     }
 }
 
+/// `N` bytes of `buf` from `at`, if they have arrived.
+fn array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
+    buf.get(at..at + N)?.try_into().ok()
+}
+
+/// XORs `payload` with the masking key, starting `offset` bytes into the
+/// key's 4-byte cycle (a payload may arrive in pieces of any length).
 fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[(offset + i) % 4];
+    let mut key = mask;
+    key.rotate_left(offset % 4);
+    let mut words = payload.chunks_exact_mut(4);
+    for word in &mut words {
+        for (byte, k) in word.iter_mut().zip(key) {
+            *byte ^= k;
+        }
+    }
+    for (byte, k) in words.into_remainder().iter_mut().zip(key) {
+        *byte ^= k;
     }
 }
 
+/// The event for a whole, unmasked control frame.
 fn control_event(opcode: Opcode, payload: &[u8]) -> Result<Inbound, Violation> {
     Ok(match opcode {
         Opcode::Ping => Inbound::Ping(payload.to_vec()),
         Opcode::Pong => Inbound::Pong(payload.to_vec()),
-        Opcode::Close => match payload.len() {
-            0 => Inbound::Close {
-                code: None,
-                reason: Vec::new(),
-            },
-            1 => {
-                return Err(violation(
-                    PROTOCOL_ERROR,
-                    "close frame with a 1-byte payload",
-                ));
-            }
-            _ => {
-                let code = u16::from_be_bytes([payload[0], payload[1]]);
-                // RFC 6455 7.4: codes a peer may send on the wire.
-                let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
-                if !allowed {
-                    return Err(violation(
-                        PROTOCOL_ERROR,
-                        "close code not allowed on the wire",
-                    ));
-                }
-                let reason = &payload[2..];
-                if std::str::from_utf8(reason).is_err() {
-                    return Err(violation(INVALID_DATA, "close reason is not UTF-8"));
-                }
-                Inbound::Close {
-                    code: Some(code),
-                    reason: reason.to_vec(),
-                }
-            }
+        Opcode::Close => close_event(payload)?,
+        data => unreachable!("header() sends only control opcodes here, not {data:?}"),
+    })
+}
+
+/// RFC 6455 5.5.1: a close body, if any, is a 2-byte code and a UTF-8 reason.
+fn close_event(payload: &[u8]) -> Result<Inbound, Violation> {
+    Ok(match *payload {
+        [] => Inbound::Close {
+            code: None,
+            reason: Vec::new(),
         },
-        _ => unreachable!("only control opcodes reach here"),
+        [_] => return violation(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte body"),
+        [hi, lo, ref reason @ ..] => {
+            let code = u16::from_be_bytes([hi, lo]);
+            if !close_code_allowed(code) {
+                return violation(CLOSE_PROTOCOL_ERROR, "close code not allowed on the wire");
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return violation(CLOSE_INVALID_DATA, "close reason is not UTF-8");
+            }
+            Inbound::Close {
+                code: Some(code),
+                reason: reason.to_vec(),
+            }
+        }
     })
 }
 
@@ -407,10 +525,24 @@ fn control_event(opcode: Opcode, payload: &[u8]) -> Result<Inbound, Violation> {
 mod tests {
     use super::*;
 
+    /// An arbitrary masking key with no zero byte, so unmasking is visible.
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+    const TEXT: u8 = 0x1;
+    const BINARY: u8 = 0x2;
+    const CONTINUATION: u8 = 0x0;
+    const CLOSE: u8 = 0x8;
+    const PING: u8 = 0x9;
+    const PONG: u8 = 0xA;
+
+    /// A masked client frame with the shortest length form.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        raw_frame(if fin { 0x80 } else { 0 } | opcode, payload)
+    }
+
+    /// A masked client frame with the first byte given whole (RSV bits too).
+    fn raw_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![b0];
         let len = payload.len();
         if len < 126 {
             out.push(0x80 | len as u8);
@@ -426,181 +558,529 @@ mod tests {
         out
     }
 
-    /// Feeds `input` in pieces of the given sizes, collecting events.
-    fn run(input: &[u8], split: usize, max: usize) -> Result<Vec<Inbound>, Violation> {
-        let mut decoder = InboundDecoder::new(max);
+    /// A server frame (as our encoders write it) turned into the client
+    /// frame a browser would send with the same content.
+    fn masked(server_frame: &[u8]) -> Vec<u8> {
+        let header = match server_frame[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        let mut out = server_frame[..header].to_vec();
+        out[1] |= 0x80;
+        out.extend_from_slice(&KEY);
+        let payload = &server_frame[header..];
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+        out
+    }
+
+    /// Feeds `pieces` in order the way the reactor does: append to what is
+    /// left, decode until it asks for more. Checks on the way that the
+    /// decoder never claims bytes it was not given and never leaves the
+    /// caller holding more than a control frame.
+    fn feed(decoder: &mut InboundDecoder, pieces: &[&[u8]]) -> Result<Vec<Inbound>, Violation> {
         let mut events = Vec::new();
         let mut pending: Vec<u8> = Vec::new();
-        for piece in input.chunks(split.max(1)) {
+        for piece in pieces {
             pending.extend_from_slice(piece);
             loop {
                 let (used, event) = decoder.decode(&mut pending)?;
+                assert!(used <= pending.len());
                 pending.drain(..used);
-                if let Some(e) = event {
-                    events.push(e);
-                }
                 if used == 0 {
+                    assert_eq!(event, None, "an event always consumes bytes");
                     break;
                 }
+                events.extend(event);
             }
+            assert!(
+                pending.len() < MAX_CLIENT_CONTROL_FRAME,
+                "{}",
+                pending.len()
+            );
         }
         Ok(events)
     }
 
+    fn decode_whole(input: &[u8], max: usize) -> Result<Vec<Inbound>, Violation> {
+        feed(&mut InboundDecoder::new(max), &[input])
+    }
+
+    /// Decodes `input` whole, split in two at every offset, and one byte at
+    /// a time; all must agree. Returns the common result.
+    fn decode_every_split(input: &[u8], max: usize) -> Result<Vec<Inbound>, Violation> {
+        let whole = decode_whole(input, max);
+        for at in 0..=input.len() {
+            let (a, b) = input.split_at(at);
+            let split = feed(&mut InboundDecoder::new(max), &[a, b]);
+            assert_eq!(split, whole, "split at {at}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(
+            feed(&mut InboundDecoder::new(max), &bytes),
+            whole,
+            "byte by byte"
+        );
+        whole
+    }
+
+    fn close_event(code: Option<u16>, reason: &[u8]) -> Inbound {
+        Inbound::Close {
+            code,
+            reason: reason.to_vec(),
+        }
+    }
+
     #[test]
     fn accept_key_from_the_rfc() {
+        // RFC 6455 1.3 and 4.2.2.
         assert_eq!(
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
-        assert!(is_valid_client_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
-        assert!(!is_valid_client_key(b"short"));
-        assert!(!is_valid_client_key(b"!!!!"));
+        assert_eq!(
+            accept_key(b" dGhlIHNhbXBsZSBub25jZQ==\t"),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
-    fn header_lengths() {
-        for (len, header) in [(125usize, 2usize), (126, 4), (65535, 4), (65536, 10)] {
+    fn client_keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_client_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_valid_client_key(b" dGhlIHNhbXBsZSBub25jZQ== "));
+        assert!(!is_valid_client_key(b""));
+        assert!(!is_valid_client_key(b"short"));
+        assert!(!is_valid_client_key(b"AAAAAAAAAAAAAAAAAAAA")); // 15 bytes
+        assert!(!is_valid_client_key(b"AAAAAAAAAAAAAAAAAAAAAAA=")); // 17 bytes
+        assert!(!is_valid_client_key(b"dGhlIHNhbXBsZSBub25jZQ")); // unpadded
+        assert!(!is_valid_client_key(b"dGhlIHNhbXBsZSBub25j!Q=="));
+    }
+
+    #[test]
+    fn header_lengths_at_the_boundaries() {
+        let cases: [(usize, &[u8]); 5] = [
+            (0, &[0x81, 0]),
+            (125, &[0x81, 125]),
+            (126, &[0x81, 126, 0, 126]),
+            (65535, &[0x81, 126, 0xff, 0xff]),
+            (65536, &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ];
+        for (len, header) in cases {
             let mut out = Vec::new();
             encode_frame_header(Opcode::Text, true, len, &mut out);
-            assert_eq!(out.len(), header, "{len}");
-            assert_eq!(out[0], 0x81);
+            assert_eq!(out, header, "{len}");
         }
-        let frame = encode_text_frame(b"hi");
-        assert_eq!(frame, vec![0x81, 2, b'h', b'i']);
+        let mut out = Vec::new();
+        encode_frame_header(Opcode::Continuation, false, 3, &mut out);
+        encode_frame_header(Opcode::Binary, true, 3, &mut out);
+        assert_eq!(out, [0x00, 3, 0x82, 3]);
+        assert_eq!(encode_text_frame(b"hi"), [0x81, 2, b'h', b'i']);
+        let big = encode_text_frame(&[b'x'; 70_000]);
+        assert_eq!(big.len(), 10 + 70_000);
+        assert_eq!(&big[..10], [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 
     #[test]
     fn every_split_gives_the_same_events() {
-        let mut input = client_frame(true, 0x9, b"ping!");
-        input.extend(client_frame(false, 0x1, "héllo ".as_bytes()));
-        input.extend(client_frame(true, 0x0, "wörld".as_bytes()));
-        input.extend(client_frame(true, 0x2, &[0xff; 300]));
-        input.extend(client_frame(true, 0xA, b""));
-        input.extend(client_frame(true, 0x8, &[0x03, 0xe8, b'b', b'y', b'e']));
+        let input = [
+            client_frame(true, PING, b"ping!"),
+            client_frame(false, TEXT, "héllo ".as_bytes()),
+            // Control frames may come between fragments.
+            client_frame(true, PONG, b"p"),
+            client_frame(false, CONTINUATION, b""),
+            client_frame(true, CONTINUATION, "wörld €😀".as_bytes()),
+            client_frame(true, BINARY, &[0xff; 300]),
+            client_frame(true, TEXT, b""),
+            client_frame(true, TEXT, "x".repeat(200).as_bytes()),
+            client_frame(true, PONG, b""),
+            client_frame(true, CLOSE, &[0x03, 0xe8, b'b', b'y', b'e']),
+        ]
+        .concat();
         let expected = vec![
             Inbound::Ping(b"ping!".to_vec()),
+            Inbound::Pong(b"p".to_vec()),
+            Inbound::Message,
+            Inbound::Message,
             Inbound::Message,
             Inbound::Message,
             Inbound::Pong(vec![]),
-            Inbound::Close {
-                code: Some(1000),
-                reason: b"bye".to_vec(),
-            },
+            close_event(Some(1000), b"bye"),
         ];
-        for split in 1..input.len() {
-            assert_eq!(
-                run(&input, split, 1 << 20).unwrap(),
-                expected,
-                "split {split}"
-            );
+        assert_eq!(decode_every_split(&input, 1 << 20).unwrap(), expected);
+    }
+
+    #[test]
+    fn sixty_four_bit_lengths_decode() {
+        let text = "€".repeat(30_000); // 90,000 bytes, characters cut by pieces
+        let input = [
+            client_frame(true, TEXT, text.as_bytes()),
+            client_frame(true, BINARY, &[0; 65_536]),
+        ]
+        .concat();
+        for piece in [1, 7, 4096, input.len()] {
+            let pieces: Vec<&[u8]> = input.chunks(piece).collect();
+            let events = feed(&mut InboundDecoder::new(1 << 20), &pieces).unwrap();
+            assert_eq!(events, [Inbound::Message, Inbound::Message], "{piece}");
         }
     }
 
     #[test]
-    fn utf8_split_across_fragments() {
-        let text = "a€b".as_bytes(); // € is 3 bytes
-        for cut in 0..=text.len() {
-            let mut input = client_frame(false, 0x1, &text[..cut]);
-            input.extend(client_frame(true, 0x0, &text[cut..]));
-            for split in 1..input.len() {
-                assert_eq!(
-                    run(&input, split, 1024).unwrap(),
-                    vec![Inbound::Message],
-                    "cut {cut}"
-                );
-            }
+    fn data_payload_is_consumed_as_it_arrives() {
+        let input = client_frame(true, TEXT, "ab€cd".as_bytes());
+        let mut decoder = InboundDecoder::new(1024);
+        // The header alone (with its mask) is taken, and then every byte.
+        let mut buf = input[..6].to_vec();
+        assert_eq!(decoder.decode(&mut buf).unwrap(), (6, None));
+        for (i, &b) in input[6..].iter().enumerate() {
+            let event = (i == input.len() - 7).then_some(Inbound::Message);
+            assert_eq!(decoder.decode(&mut [b]).unwrap(), (1, event), "{i}");
         }
-        // Truncated sequence at the end of the message.
-        let input = client_frame(true, 0x1, &[b'a', 0xe2, 0x82]);
-        assert_eq!(run(&input, 1, 1024).unwrap_err().close_code, 1007);
-        // Invalid byte in the middle.
-        let mut input = client_frame(false, 0x1, &[b'a', 0xe2]);
-        input.extend(client_frame(true, 0x0, &[0x28, b'b']));
-        assert_eq!(run(&input, 3, 1024).unwrap_err().close_code, 1007);
+        // A control frame waits until it is whole.
+        let ping = client_frame(true, PING, b"12345");
+        let mut buf = ping[..ping.len() - 1].to_vec();
+        assert_eq!(decoder.decode(&mut buf).unwrap(), (0, None));
+        let mut buf = ping.clone();
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap(),
+            (ping.len(), Some(Inbound::Ping(b"12345".to_vec())))
+        );
+    }
+
+    fn violation_code(input: &[u8], max: usize) -> u16 {
+        decode_every_split(input, max).unwrap_err().close_code
     }
 
     #[test]
     fn violations_and_their_codes() {
-        let unmasked = vec![0x81, 0x02, b'h', b'i'];
-        let mut rsv = client_frame(true, 0x1, b"x");
-        rsv[0] |= 0x40;
-        let mut big_ping = client_frame(true, 0x9, &[0; 126]);
-        big_ping.truncate(20);
-        let cases: Vec<(Vec<u8>, u16)> = vec![
-            (unmasked, 1002),
-            (rsv, 1002),
-            (client_frame(true, 0x3, b""), 1002),
-            (client_frame(false, 0x9, b""), 1002),
-            (big_ping, 1002),
-            (client_frame(true, 0x0, b"x"), 1002),
+        let mut unmasked = client_frame(true, TEXT, b"hi");
+        unmasked[1] &= 0x7f;
+        let mut cases: Vec<(&str, Vec<u8>, u16)> = vec![
+            ("unmasked", unmasked, 1002),
+            ("RSV1", raw_frame(0x80 | 0x40 | TEXT, b"x"), 1002),
+            ("RSV2", raw_frame(0x80 | 0x20 | TEXT, b"x"), 1002),
+            ("RSV3", raw_frame(0x80 | 0x10 | PING, b""), 1002),
+            ("fragmented ping", client_frame(false, PING, b""), 1002),
+            ("fragmented close", client_frame(false, CLOSE, b""), 1002),
+            ("126-byte ping", client_frame(true, PING, &[0; 126]), 1002),
+            ("126-byte pong", client_frame(true, PONG, &[0; 126]), 1002),
+            ("126-byte close", client_frame(true, CLOSE, &[0; 126]), 1002),
             (
+                "continuation first",
+                client_frame(true, CONTINUATION, b"x"),
+                1002,
+            ),
+            (
+                "continuation after the end",
                 [
-                    client_frame(false, 0x1, b"a"),
-                    client_frame(true, 0x1, b"b"),
+                    client_frame(true, TEXT, b"a"),
+                    client_frame(true, CONTINUATION, b"b"),
                 ]
                 .concat(),
                 1002,
             ),
-            (client_frame(true, 0x8, &[3]), 1002),
-            (client_frame(true, 0x8, &1005u16.to_be_bytes()), 1002),
-            (client_frame(true, 0x8, &999u16.to_be_bytes()), 1002),
-            (client_frame(true, 0x8, &[0x03, 0xe8, 0xff]), 1007),
-            (client_frame(true, 0x1, &[0xc3, 0x28]), 1007),
-            (client_frame(true, 0x2, &[0; 2000]), 1009),
             (
+                "text inside a message",
+                [
+                    client_frame(false, TEXT, b"a"),
+                    client_frame(true, TEXT, b"b"),
+                ]
+                .concat(),
+                1002,
+            ),
+            (
+                "binary inside a message",
+                [
+                    client_frame(false, BINARY, b"a"),
+                    client_frame(true, BINARY, b"b"),
+                ]
+                .concat(),
+                1002,
+            ),
+            (
+                "64-bit length with the top bit set",
                 vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
                 1002,
             ),
+            ("1-byte close body", client_frame(true, CLOSE, &[3]), 1002),
+            (
+                "close reason not UTF-8",
+                client_frame(true, CLOSE, &[0x03, 0xe8, b'o', 0xff]),
+                1007,
+            ),
+            (
+                "close reason cut inside a character",
+                client_frame(true, CLOSE, &[0x03, 0xe8, 0xe2, 0x82]),
+                1007,
+            ),
+            (
+                "text not UTF-8",
+                client_frame(true, TEXT, &[0xc3, 0x28]),
+                1007,
+            ),
+            ("overlong", client_frame(true, TEXT, &[0xc0, 0x80]), 1007),
+            (
+                "surrogate",
+                client_frame(true, TEXT, &[0xed, 0xa0, 0x80]),
+                1007,
+            ),
+            (
+                "past U+10FFFF",
+                client_frame(true, TEXT, &[0xf4, 0x90, 0x80, 0x80]),
+                1007,
+            ),
+            (
+                "text ends inside a character",
+                client_frame(true, TEXT, &[b'a', 0xe2, 0x82]),
+                1007,
+            ),
+            (
+                "one frame too big",
+                client_frame(true, BINARY, &[0; 1025]),
+                1009,
+            ),
+            (
+                "fragments too big together",
+                [
+                    client_frame(false, TEXT, &[b'a'; 600]),
+                    client_frame(false, CONTINUATION, &[b'a'; 400]),
+                    client_frame(true, CONTINUATION, &[b'a'; 25]),
+                ]
+                .concat(),
+                1009,
+            ),
         ];
-        for (input, code) in cases {
-            let err = run(&input, input.len(), 1024).unwrap_err();
-            assert_eq!(err.close_code, code, "{input:?}: {}", err.reason);
+        for opcode in [3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
+            cases.push(("unknown opcode", client_frame(true, opcode, b""), 1002));
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let frame = client_frame(true, CLOSE, &code.to_be_bytes());
+            cases.push(("close code not for the wire", frame, 1002));
+        }
+        for (what, input, code) in cases {
+            let got = decode_every_split(&input, 1024).unwrap_err();
+            assert_eq!(got.close_code, code, "{what}: {}", got.reason);
         }
     }
 
     #[test]
-    fn huge_claimed_length_is_refused_from_the_header() {
-        let header = [0x82u8, 0xff, 0, 0, 0, 1, 0, 0, 0, 0];
-        let mut decoder = InboundDecoder::new(64 * 1024);
-        let mut buf = header.to_vec();
-        assert_eq!(decoder.decode(&mut buf).unwrap_err().close_code, 1009);
+    fn close_codes_for_the_wire_are_accepted() {
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
+            let input = client_frame(true, CLOSE, &code.to_be_bytes());
+            assert_eq!(
+                decode_whole(&input, 1024).unwrap(),
+                [close_event(Some(code), b"")],
+                "{code}"
+            );
+        }
+        assert_eq!(
+            decode_whole(&client_frame(true, CLOSE, b""), 1024).unwrap(),
+            [close_event(None, b"")]
+        );
     }
 
     #[test]
-    fn big_data_frames_are_consumed_piecemeal() {
-        let input = client_frame(true, 0x2, &vec![7u8; 100_000]);
-        let mut decoder = InboundDecoder::new(1 << 20);
-        let mut consumed = 0;
-        let mut events = Vec::new();
-        for piece in input.chunks(4096) {
-            let mut piece = piece.to_vec();
-            let mut at = 0;
-            // Headers may need more than one piece; data never does.
-            loop {
-                let (used, event) = decoder.decode(&mut piece[at..]).unwrap();
-                at += used;
-                events.extend(event);
-                if used == 0 || at == piece.len() {
-                    break;
+    fn a_message_of_exactly_the_limit_is_accepted() {
+        let input = [
+            client_frame(false, BINARY, &[0; 1000]),
+            client_frame(true, CONTINUATION, &[0; 24]),
+        ]
+        .concat();
+        assert_eq!(decode_whole(&input, 1024).unwrap(), [Inbound::Message]);
+        // The count starts again with the next message.
+        let twice = [input.clone(), input].concat();
+        assert_eq!(decode_whole(&twice, 1024).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_size_limit_is_decided_from_the_header() {
+        // 16-bit length 4096: refused from 4 bytes, mask and payload unsent.
+        let mut header = vec![0x82, 0xfe, 0x10, 0x00];
+        let err = InboundDecoder::new(1024).decode(&mut header).unwrap_err();
+        assert_eq!(err.close_code, 1009);
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_refused_without_allocating() {
+        // 2^62 bytes claimed: refused from the 10-byte header.
+        let mut header = [0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0];
+        let err = InboundDecoder::new(64 * 1024)
+            .decode(&mut header)
+            .unwrap_err();
+        assert_eq!(err.close_code, 1009);
+        // With no limit at all, the biggest legal claim (2^63 - 1) is taken
+        // piece by piece; reserving memory for it would abort the test.
+        let mut decoder = InboundDecoder::new(usize::MAX);
+        let mut frame = vec![0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        frame.extend_from_slice(&KEY);
+        frame.extend_from_slice(&[0; 100]);
+        assert_eq!(decoder.decode(&mut frame).unwrap(), (114, None));
+        assert_eq!(decoder.decode(&mut [0; 100]).unwrap(), (100, None));
+        // The same for text, whose payload is unmasked and validated.
+        let mut decoder = InboundDecoder::new(usize::MAX);
+        let mut frame = vec![0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(b"abc");
+        assert_eq!(decoder.decode(&mut frame).unwrap(), (17, None));
+    }
+
+    #[test]
+    fn utf8_split_across_fragments() {
+        // 1-, 2-, 3- and 4-byte characters, cut into three fragments at
+        // every pair of places.
+        let text = "aé€😀z".as_bytes();
+        for i in 0..=text.len() {
+            for j in i..=text.len() {
+                let input = [
+                    client_frame(false, TEXT, &text[..i]),
+                    client_frame(false, CONTINUATION, &text[i..j]),
+                    client_frame(true, CONTINUATION, &text[j..]),
+                ]
+                .concat();
+                assert_eq!(
+                    decode_every_split(&input, 1024).unwrap(),
+                    [Inbound::Message],
+                    "cut at {i}, {j}"
+                );
+            }
+        }
+        // A character cut by fragments and then broken.
+        let input = [
+            client_frame(false, TEXT, &[b'a', 0xe2]),
+            client_frame(true, CONTINUATION, &[0x28, b'b']),
+        ]
+        .concat();
+        assert_eq!(violation_code(&input, 1024), 1007);
+        // The message ends inside a character that began fragments ago.
+        let input = [
+            client_frame(false, TEXT, &[b'a', 0xf0]),
+            client_frame(false, CONTINUATION, &[0x9f]),
+            client_frame(true, CONTINUATION, &[0x98]),
+        ]
+        .concat();
+        assert_eq!(violation_code(&input, 1024), 1007);
+        // Bad UTF-8 is refused at once, before the message ends.
+        let mut first = client_frame(false, TEXT, &[b'a', 0xff]);
+        assert_eq!(
+            InboundDecoder::new(1024)
+                .decode(&mut first)
+                .unwrap_err()
+                .close_code,
+            1007
+        );
+    }
+
+    #[test]
+    fn binary_is_not_checked_for_utf8() {
+        let input = client_frame(true, BINARY, &[0xff, 0xc0, 0x80]);
+        assert_eq!(decode_whole(&input, 1024).unwrap(), [Inbound::Message]);
+    }
+
+    /// The validator agrees with `from_utf8` on the whole, however the
+    /// bytes are cut into three pieces.
+    #[test]
+    fn utf8_validator_matches_std_at_every_cut() {
+        let samples: &[&[u8]] = &[
+            b"plain ascii",
+            "aé€😀z".as_bytes(),
+            "\u{7f}\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}".as_bytes(),
+            &[0xc2],
+            &[0x80],
+            &[0xc0, 0x80],
+            &[0xe0, 0x80, 0x80],
+            &[0xed, 0xa0, 0x80],
+            &[0xed, 0x9f, 0xbf],
+            &[0xf4, 0x8f, 0xbf, 0xbf],
+            &[0xf4, 0x90, 0x80, 0x80],
+            &[0xf5, 0x80, 0x80, 0x80],
+            &[0xf0, 0x9f, 0x98],
+            &[0xf0, 0x9f, 0x98, 0x80, 0x80],
+            &[b'a', 0xe2, 0x82, 0xac, 0xe2, 0x82],
+            &[0xe2, 0x82, 0xac, 0xc3],
+            &[0xe2, 0x28, 0xa1],
+            &[0xf0, 0x28, 0x8c, 0xbc],
+            &[
+                0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5,
+            ],
+        ];
+        for sample in samples {
+            let expected = std::str::from_utf8(sample).is_ok();
+            for i in 0..=sample.len() {
+                for j in i..=sample.len() {
+                    let mut v = Utf8Validator::default();
+                    let ok = v.feed(&sample[..i])
+                        && v.feed(&sample[i..j])
+                        && v.feed(&sample[j..])
+                        && v.is_complete();
+                    assert_eq!(ok, expected, "{sample:x?} cut at {i}, {j}");
                 }
             }
-            consumed += at;
         }
-        assert_eq!(consumed, input.len());
-        assert_eq!(events, vec![Inbound::Message]);
     }
 
     #[test]
     fn control_frames_roundtrip() {
         let mut out = Vec::new();
         encode_ping(b"abc", &mut out);
-        assert_eq!(out, vec![0x89, 3, b'a', b'b', b'c']);
+        assert_eq!(out, [0x89, 3, b'a', b'b', b'c']);
+        assert_eq!(
+            decode_every_split(&masked(&out), 1024).unwrap(),
+            [Inbound::Ping(b"abc".to_vec())]
+        );
+
+        let full = [7u8; 125];
         out.clear();
-        encode_pong(&[1; 200], &mut out);
+        encode_pong(&full, &mut out);
+        assert_eq!(
+            decode_whole(&masked(&out), 1024).unwrap(),
+            [Inbound::Pong(full.to_vec())]
+        );
+        // Longer payloads are cut to stay a valid control frame.
+        out.clear();
+        encode_ping(&[1; 200], &mut out);
         assert_eq!(out.len(), 2 + 125);
+        assert_eq!(
+            decode_whole(&masked(&out), 1024).unwrap(),
+            [Inbound::Ping(vec![1; 125])]
+        );
+
         out.clear();
         encode_close(1001, "going away", &mut out);
-        assert_eq!(&out[..4], &[0x88, 12, 0x03, 0xe9]);
+        assert_eq!(&out[..4], [0x88, 12, 0x03, 0xe9]);
+        assert_eq!(
+            decode_every_split(&masked(&out), 1024).unwrap(),
+            [close_event(Some(1001), b"going away")]
+        );
+        // A long reason is cut at a character boundary: 61 two-byte
+        // characters fit in the 123 bytes beside the code.
+        let reason = "é".repeat(100);
+        out.clear();
+        encode_close(1000, &reason, &mut out);
+        assert_eq!(out.len(), 2 + 2 + 122);
+        assert_eq!(
+            decode_whole(&masked(&out), 1024).unwrap(),
+            [close_event(Some(1000), "é".repeat(61).as_bytes())]
+        );
+    }
+
+    #[test]
+    fn unmask_continues_the_key_cycle_at_any_offset() {
+        let plain: Vec<u8> = (0..23).collect();
+        let masked: Vec<u8> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ KEY[i % 4])
+            .collect();
+        for cut in 0..=plain.len() {
+            let mut buf = masked.clone();
+            let (a, b) = buf.split_at_mut(cut);
+            unmask(a, KEY, 0);
+            unmask(b, KEY, cut);
+            assert_eq!(buf, plain, "{cut}");
+        }
     }
 }
