@@ -50,6 +50,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing Python test packages"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
+# Older redis-py majors, each in its own folder, for the version matrix in
+# tests/interop/test_redis_py_versions.py (8 is the .venv's own).
+for version in 5.3.1 6.4.0 7.4.1; do
+    [ -f ".venv/redis-py/$version/redis/__init__.py" ] ||
+        .venv/bin/pip install -q --disable-pip-version-check --target ".venv/redis-py/$version" "redis==$version"
+done
 
 echo "== installing npm test packages (tests/node)"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
