@@ -23,6 +23,7 @@ pub enum Method {
 pub enum Status {
     Ok = 200,
     NoContent = 204,
+    NotModified = 304,
     SwitchingProtocols = 101,
     BadRequest = 400,
     Unauthorized = 401,
@@ -47,6 +48,7 @@ impl Status {
         match self {
             Status::Ok => "OK",
             Status::NoContent => "No Content",
+            Status::NotModified => "Not Modified",
             Status::SwitchingProtocols => "Switching Protocols",
             Status::BadRequest => "Bad Request",
             Status::Unauthorized => "Unauthorized",
@@ -80,6 +82,7 @@ pub struct Request<'b> {
     pub origin: Option<&'b [u8]>,
     pub authorization: Option<&'b [u8]>,
     pub cookie: Option<&'b [u8]>,
+    pub if_none_match: Option<&'b [u8]>,
     pub upgrade_websocket: bool,
     pub connection_upgrade: bool,
     pub websocket_key: Option<&'b [u8]>,
@@ -204,6 +207,8 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
             out.authorization = Some(value);
         } else if name.eq_ignore_ascii_case(b"cookie") {
             out.cookie = Some(value);
+        } else if name.eq_ignore_ascii_case(b"if-none-match") {
+            out.if_none_match = Some(value);
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             out.upgrade_websocket = has_token(value, b"websocket");
         } else if name.eq_ignore_ascii_case(b"sec-websocket-key") {

@@ -565,6 +565,11 @@ impl Worker {
             req.keep_alive && self.shutdown_deadline.is_none() && !self.conns[key].peer_closed;
         let prefix = config.mailbox.url_prefix.as_bytes();
         let Some(raw_name) = req.path.strip_prefix(prefix) else {
+            if let Some(script) = crate::transport::client_script(req.path)
+                && matches!(req.method(), Method::Get | Method::Head)
+            {
+                return self.respond_client_script(key, req, script, keep_alive);
+            }
             return self.respond_error(
                 key,
                 Status::NotFound,
@@ -1532,6 +1537,45 @@ impl Worker {
         out.extend_from_slice(&body);
         let result = self.conns[key].send(&[Part::Copy(&out)]);
         self.finish_response(key, result, !close);
+    }
+
+    /// `/cometbox.js` and `/cometbox.mjs`, the browser client, embedded in
+    /// the binary.
+    fn respond_client_script(
+        &mut self,
+        key: usize,
+        req: &Request<'_>,
+        script: &'static crate::transport::ClientScript,
+        keep_alive: bool,
+    ) {
+        let not_modified = req.if_none_match.is_some_and(|tags| {
+            tags.split(|&b| b == b',')
+                .any(|t| t.trim_ascii() == script.etag.as_bytes() || t.trim_ascii() == b"*")
+        });
+        let status = if not_modified {
+            Status::NotModified
+        } else {
+            Status::Ok
+        };
+        let mut out = Vec::with_capacity(512);
+        http::write_head(&mut out, status, req.http11, self.date.get());
+        out.extend_from_slice(b"Content-Type: text/javascript; charset=utf-8\r\n");
+        // The URL carries no version, so a week rather than forever; the
+        // ETag changes with the file, so revalidation is one cheap 304.
+        out.extend_from_slice(b"Cache-Control: public, max-age=604800\r\n");
+        // Public code without credentials: any origin may load it, which
+        // `<script type="module">` from another origin needs.
+        out.extend_from_slice(b"Access-Control-Allow-Origin: *\r\n");
+        http::write_header(&mut out, "ETag", script.etag.as_bytes());
+        http::write_connection(&mut out, req.http11, keep_alive);
+        if !not_modified {
+            http::write_content_length(&mut out, script.body.len());
+        }
+        out.extend_from_slice(b"\r\n");
+        let with_body = !not_modified && req.method() == Method::Get;
+        let body: &[u8] = if with_body { script.body } else { b"" };
+        let result = self.conns[key].send(&[Part::Copy(&out), Part::Copy(body)]);
+        self.finish_response(key, result, keep_alive);
     }
 
     fn respond_preflight(&mut self, key: usize, req: &Request<'_>, cors: &Cors, keep_alive: bool) {

@@ -127,6 +127,42 @@ pub fn choose(req: &Request<'_>) -> Result<Choice, (Status, &'static str)> {
     })
 }
 
+/// The browser client, embedded at build time from client/cometbox.js.
+pub struct ClientScript {
+    pub body: &'static [u8],
+    /// A strong ETag from the content's SHA-1, so browsers revalidate cheaply.
+    pub etag: String,
+}
+
+/// `/cometbox.js` (a classic script defining the global `cometbox`) or
+/// `/cometbox.mjs` (the same source as an ES module). The source declares
+/// `var cometbox` at top level, so appending an export is all the module
+/// form needs: one file to maintain, two ways to load it.
+pub fn client_script(path: &[u8]) -> Option<&'static ClientScript> {
+    static CLASSIC: std::sync::OnceLock<ClientScript> = std::sync::OnceLock::new();
+    static MODULE: std::sync::OnceLock<ClientScript> = std::sync::OnceLock::new();
+    let (cell, body): (_, &'static str) = match path {
+        b"/cometbox.js" => (&CLASSIC, include_str!("../../client/cometbox.js")),
+        b"/cometbox.mjs" => (
+            &MODULE,
+            concat!(
+                include_str!("../../client/cometbox.js"),
+                "export default cometbox;\nexport const subscribe = cometbox.subscribe;\n"
+            ),
+        ),
+        _ => return None,
+    };
+    Some(cell.get_or_init(|| {
+        use sha1::Digest;
+        let digest = sha1::Sha1::digest(body.as_bytes());
+        let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
+        ClientScript {
+            body: body.as_bytes(),
+            etag: format!("\"{hex}\""),
+        }
+    }))
+}
+
 /// Which `Access-Control-Allow-Origin` a response carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cors {
