@@ -150,13 +150,21 @@ var cometbox = (function () {
       attempt = 0;
     }
 
+    // A held long-poll has no "open" moment: call it open once a request has
+    // been waiting half a second without failing.
+    function held() {
+      var t = setTimeout(function () { status("open"); }, 500);
+      return function () { clearTimeout(t); };
+    }
+
     function longpoll(token) {
-      var abort = new AbortController();
-      current = function () { abort.abort(); };
+      var abort = new AbortController(), settle = held();
+      current = function () { settle(); abort.abort(); };
       fetch(url("longpoll", token), {
         signal: abort.signal,
         credentials: o.withCredentials ? "include" : "same-origin"
       }).then(function (res) {
+        settle();
         return res.json().then(function (body) {
           if (!res.ok) throw { transport: "longpoll", status: res.status, message: body.error, fatal: res.status == 400 || res.status == 404 };
           status("open");
@@ -164,6 +172,7 @@ var cometbox = (function () {
           ended(true);
         });
       }).catch(function (err) {
+        settle();
         if (closed) return;
         // A TypeError across origins is a CORS refusal (or no network): JSONP.
         if (crossOrigin && want == "auto" && err instanceof TypeError && !useJsonp) {
@@ -178,7 +187,9 @@ var cometbox = (function () {
       var name = "__cometbox" + ++jsonpSeq;
       var script = document.createElement("script");
       var guard = setTimeout(function () { done({ transport: "jsonp", message: "timed out" }); }, (o.pollTimeout || 30) * 1000 + 15000);
+      var settle = held();
       function done(err) {
+        settle();
         clearTimeout(guard);
         delete window[name];
         script.remove();
