@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Runs every scenario against cometbox, nchan and Pushpin (and the
+# write-only floor for fan-out) in one run, on loopback, and writes
+# bench-results/RUN/results.jsonl and results.md.
+#
+#   bench/run.sh            the full sizes of docs/BENCHMARKS.md (~10 minutes)
+#   bench/run.sh --quick    a tenth of them, to check that everything works
+#   BENCH_TARGETS="cometbox nchan" bench/run.sh    a subset of servers
+#
+# Installs the peers when missing (as root): nginx-light with
+# libnginx-mod-nchan, and pushpin. Every server is started here with a config
+# made for the run, and stopped by its pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+quick=false
+[ "${1:-}" = --quick ] && quick=true
+if $quick; then
+    IDLE=1000 FANOUT=1000 MSGS=10 TP_BOXES=100 TP_MSGS=20000 LP_CLIENTS=100 LP_MSGS=10000 CONNS=1000
+else
+    IDLE=10000 FANOUT=10000 MSGS=20 TP_BOXES=1000 TP_MSGS=200000 LP_CLIENTS=1000 LP_MSGS=100000 CONNS=5000
+fi
+targets=${BENCH_TARGETS:-cometbox nchan pushpin floor}
+
+# The open-file limit here is 20,000: client and server each stay under 15,000.
+ulimit -n "$(ulimit -Hn)"
+
+missing=()
+[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(nginx-light libnginx-mod-nchan)
+command -v pushpin >/dev/null || missing+=(pushpin)
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+        exit 1
+    fi
+fi
+
+cargo build --release --quiet -p cometbox -p cometbox-bench
+bench=$root/target/release/cometbox-bench
+work=$(mktemp -d /tmp/cometbox-bench.XXXXXX)
+out=$root/bench-results/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+# Each start_* sets: pid, http, publish.
+start_cometbox() {
+    cat >"$work/cometbox.conf" <<EOF
+server.bind = "127.0.0.1"
+server.port = 18080
+server.workers = 2
+server.max-connections = 15000
+mailbox.backend-socket = "$work/cometbox.sock"
+mailbox.max-messages = 100
+EOF
+    RUST_LOG=warn "$root/target/release/cometbox" -c "$work/cometbox.conf" 2>"$work/cometbox.log" &
+    pid=$! http=127.0.0.1:18080 publish=$work/cometbox.sock
+    wait_port 18080
+}
+
+start_nchan() {
+    mkdir -p "$work/nginx"
+    sed -e "s#@WORK@#$work/nginx#g" -e "s#@PORT@#18081#g" bench/peers/nginx-nchan.conf.in >"$work/nginx/nginx.conf"
+    /usr/sbin/nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/nginx-error.log" &
+    pid=$! http=127.0.0.1:18081 publish=127.0.0.1:18081
+    wait_port 18081
+}
+
+start_pushpin() {
+    mkdir -p "$work/pushpin-run" "$work/pushpin-log"
+    echo "* 127.0.0.1:18089" >"$work/pushpin-routes"
+    sed -e "s#@WORK@#$work#g" -e "s#@PORT@#18082#g" -e "s#@PORT_PUSH_IN@#18085#g" \
+        -e "s#@PORT_PUSH_SUB@#18086#g" -e "s#@PORT_PUBLISH@#18087#g" -e "s#@PORT_COMMAND@#18088#g" \
+        bench/peers/pushpin.conf.in >"$work/pushpin.conf"
+    "$bench" origin --port 18089 2>"$work/origin.log" &
+    pids+=($!)
+    pushpin --config "$work/pushpin.conf" >"$work/pushpin.out" 2>&1 &
+    pid=$! http=127.0.0.1:18082 publish=127.0.0.1:18087
+    wait_port 18082
+    wait_port 18087
+    sleep 1
+}
+
+start_floor() {
+    "$bench" floor --port 18090 --control "$work/floor.sock" 2>"$work/floor.log" &
+    pid=$! http=127.0.0.1:18090 publish=$work/floor.sock
+    wait_port 18090
+    for _ in $(seq 100); do [ -S "$work/floor.sock" ] && break; sleep 0.05; done
+}
+
+stop() {
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    sleep 1
+}
+
+run() { # target scenario args...
+    local target=$1 scenario=$2
+    shift 2
+    echo "== $target $scenario $*" >&2
+    if ! timeout 300 "$bench" "$scenario" --target "$target" --http "$http" --publish "$publish" --pid "$pid" "$@" \
+        >>"$out/results.jsonl"; then
+        echo "{\"scenario\":\"$scenario\",\"target\":\"$target\",\"error\":\"the run failed or timed out\"}" >>"$out/results.jsonl"
+    fi
+    tail -n 1 "$out/results.jsonl" >&2
+}
+
+for target in $targets; do
+    # A fresh server for each scenario, so one's leftovers never weigh on the next.
+    scenarios="idle-sse idle-longpoll fanout throughput longpoll connect"
+    case $target in
+    pushpin) scenarios="idle-sse fanout throughput connect" ;; # its long-poll needs a GRIP origin per request
+    floor) scenarios="fanout" ;;
+    esac
+    for scenario in $scenarios; do
+        "start_$target"
+        case $scenario in
+        idle-sse | idle-longpoll) run "$target" "$scenario" --n "$IDLE" ;;
+        fanout) run "$target" fanout --n "$FANOUT" --messages "$MSGS" ;;
+        throughput) run "$target" throughput --n "$TP_BOXES" --messages "$TP_MSGS" ;;
+        longpoll) run "$target" longpoll --n "$LP_CLIENTS" --messages "$LP_MSGS" ;;
+        connect) run "$target" connect --n "$CONNS" ;;
+        esac
+        stop
+    done
+done
+
+{
+    echo "Run $(basename "$out") on $(nproc) cores, $(uname -sr); quick=$quick"
+    echo
+    "$bench" report "$out/results.jsonl"
+} | tee "$out/results.md"
+echo "results: $out" >&2
