@@ -77,7 +77,10 @@ fn read_integer(s: &mut UnixStream) -> i64 {
         line.push(byte[0]);
     }
     assert_eq!(line[0], b':', "{:?}", String::from_utf8_lossy(&line));
-    std::str::from_utf8(&line[1..line.len() - 2]).unwrap().parse().unwrap()
+    std::str::from_utf8(&line[1..line.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]

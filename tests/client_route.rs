@@ -14,11 +14,17 @@ fn classic_script_is_the_source_file_with_cache_headers() {
     let resp = gw.get("/cometbox.js");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, SOURCE.as_bytes());
-    assert_eq!(resp.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     assert_eq!(resp.header("cache-control"), Some("public, max-age=604800"));
     assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
     let etag = resp.header("etag").expect("an ETag");
-    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10, "{etag}");
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"') && etag.len() > 10,
+        "{etag}"
+    );
 }
 
 #[test]
@@ -29,7 +35,9 @@ fn module_form_appends_the_export_and_has_its_own_etag() {
     assert_eq!(module.status, 200);
     let text = module.text();
     assert!(text.starts_with(SOURCE), "the module is the same source");
-    assert!(text.ends_with("export default cometbox;\nexport const subscribe = cometbox.subscribe;\n"));
+    assert!(
+        text.ends_with("export default cometbox;\nexport const subscribe = cometbox.subscribe;\n")
+    );
     assert_ne!(module.header("etag"), classic.header("etag"));
 }
 
@@ -48,10 +56,14 @@ fn if_none_match_gets_304_without_a_body_and_head_gets_headers() {
     assert_eq!(stale.body, SOURCE.as_bytes());
 
     let mut s = gw.connect();
-    s.write_all(b"HEAD /cometbox.js HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    s.write_all(b"HEAD /cometbox.js HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let head = read_head_response(&mut BufReader::new(s)).unwrap();
     assert_eq!(head.status, 200);
-    assert_eq!(head.header("content-length"), Some(SOURCE.len().to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(SOURCE.len().to_string().as_str())
+    );
     assert!(head.body.is_empty());
 }
 
