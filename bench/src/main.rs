@@ -23,8 +23,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{Semaphore, watch};
 
 const USAGE: &str = "usage:
-  cometbox-bench SCENARIO --target cometbox|nchan|pushpin|floor --http ADDR --publish SPEC --pid PID [--n N] [--messages M]
-      SCENARIO: idle-sse | idle-longpoll | fanout | throughput | longpoll | connect
+  cometbox-bench SCENARIO --target cometbox|nchan|pushpin|floor --http ADDR --publish SPEC --pid PID
+        [--n N] [--messages M] [--batch B (publishes in flight)] [--rate MSGS_PER_S]
+      SCENARIO: idle-sse | idle-longpoll | fanout | throughput | throughput-paced | longpoll | connect
       SPEC: a Unix socket path (cometbox's RESP socket, the floor's control socket)
             or host:port (nchan's HTTP publisher, Pushpin's publish endpoint)
   cometbox-bench floor --port P --control PATH     a server that only writes (the fan-out floor)
@@ -406,6 +407,12 @@ async fn poll_client(
 struct Args {
     n: usize,
     messages: usize,
+    /// Publishes per pipelined batch: the next batch goes out when this
+    /// one is acknowledged, so it bounds what is in flight.
+    batch: usize,
+    /// Publishes per second, for a latency figure at a load every server
+    /// sustains; None = as fast as the server acknowledges.
+    rate: Option<f64>,
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -591,20 +598,52 @@ async fn fanout(t: Arc<Target>, a: &Args) -> Value {
 }
 
 /// Publishes `total` stamped messages round-robin over `channels`, in
-/// pipelined batches, and waits for them to arrive.
-async fn publish_all(t: &Target, channels: usize, total: usize, shared: &Shared) -> (f64, usize) {
-    let mut publisher = Publisher::connect(t).await.expect("publisher connects");
-    let started = now_ns();
-    let mut failed = 0;
-    let batch_size = 500;
-    let mut seq = 0;
-    while seq < total {
-        let batch: Vec<(String, String)> = (seq..(seq + batch_size).min(total))
-            .map(|i| (format!("ch{}", i % channels), stamp(i as u64, now_ns())))
-            .collect();
-        seq += batch.len();
-        failed += publisher.publish(&batch).await.expect("publish");
+/// pipelined batches, and waits for them to arrive. The publisher runs on a
+/// thread of its own: on the subscribers' single-threaded runtime a
+/// publisher whose socket is always ready would starve their reads and the
+/// latencies would measure the load generator, not the server.
+async fn publish_all(
+    t: &Arc<Target>,
+    channels: usize,
+    total: usize,
+    batch_size: usize,
+    rate: Option<f64>,
+    shared: &Shared,
+) -> (f64, usize) {
+    let target = t.clone();
+    let publisher = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut publisher = Publisher::connect(&target)
+                .await
+                .expect("publisher connects");
+            let started = now_ns();
+            let mut failed = 0;
+            let mut seq = 0;
+            while seq < total {
+                let batch: Vec<(String, String)> = (seq..(seq + batch_size).min(total))
+                    .map(|i| (format!("ch{}", i % channels), stamp(i as u64, now_ns())))
+                    .collect();
+                seq += batch.len();
+                failed += publisher.publish(&batch).await.expect("publish");
+                if let Some(rate) = rate {
+                    let due = started + (seq as f64 / rate * 1e9) as u64;
+                    let now = now_ns();
+                    if due > now {
+                        tokio::time::sleep(Duration::from_nanos(due - now)).await;
+                    }
+                }
+            }
+            (started, failed)
+        })
+    });
+    while !publisher.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let (started, failed) = publisher.join().expect("the publisher thread");
     wait_until(Duration::from_secs(30), || {
         shared.received.load(Ordering::Relaxed) >= total as u64
     })
@@ -618,12 +657,12 @@ async fn throughput(t: Arc<Target>, a: &Args) -> Value {
     let tasks = open_subscribers(&t, (0..a.n).map(|i| format!("ch{i}")).collect(), &shared).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (cpu0, own0) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
-    let (secs, failed) = publish_all(&t, a.n, a.messages, &shared).await;
+    let (secs, failed) = publish_all(&t, a.n, a.messages, a.batch, a.rate, &shared).await;
     let (cpu1, own1) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
     let _ = stop.send(true);
     let all = collect(tasks).await;
     let mut result = json!({
-        "mailboxes": a.n, "published": a.messages, "publish_errors": failed, "seconds": secs,
+        "batch": a.batch, "rate": a.rate, "mailboxes": a.n, "published": a.messages, "publish_errors": failed, "seconds": secs,
         "server_cpu_s": cpu1 - cpu0, "client_cpu_s": own1 - own0,
     });
     summarize(all, a.messages as u64, &mut result);
@@ -649,12 +688,12 @@ async fn longpoll(t: Arc<Target>, a: &Args) -> Value {
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (cpu0, own0) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
-    let (secs, failed) = publish_all(&t, a.n, a.messages, &shared).await;
+    let (secs, failed) = publish_all(&t, a.n, a.messages, a.batch, a.rate, &shared).await;
     let (cpu1, own1) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
     let _ = stop.send(true);
     let all = collect(tasks).await;
     let mut result = json!({
-        "clients": a.n, "published": a.messages, "publish_errors": failed, "seconds": secs,
+        "batch": a.batch, "rate": a.rate, "clients": a.n, "published": a.messages, "publish_errors": failed, "seconds": secs,
         "server_cpu_s": cpu1 - cpu0, "client_cpu_s": own1 - own0,
     });
     summarize(all, a.messages as u64, &mut result);
@@ -740,7 +779,8 @@ fn main() {
                 .or_else(|| args.get(1).cloned())
                 .expect("RESULTS.jsonl"),
         ),
-        "idle-sse" | "idle-longpoll" | "fanout" | "throughput" | "longpoll" | "connect" => {
+        "idle-sse" | "idle-longpoll" | "fanout" | "throughput" | "throughput-paced"
+        | "longpoll" | "connect" => {
             let kind = match arg(&args, "--target").as_deref() {
                 Some("cometbox") => Kind::Cometbox,
                 Some("nchan") => Kind::Nchan,
@@ -768,6 +808,10 @@ fn main() {
                 messages: arg(&args, "--messages")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(20),
+                batch: arg(&args, "--batch")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(500),
+                rate: arg(&args, "--rate").and_then(|v| v.parse().ok()),
             };
             let started = Instant::now();
             let mut result = rt.block_on(async {
@@ -775,7 +819,7 @@ fn main() {
                     "idle-sse" => idle(t.clone(), &a, false).await,
                     "idle-longpoll" => idle(t.clone(), &a, true).await,
                     "fanout" => fanout(t.clone(), &a).await,
-                    "throughput" => throughput(t.clone(), &a).await,
+                    "throughput" | "throughput-paced" => throughput(t.clone(), &a).await,
                     "longpoll" => longpoll(t.clone(), &a).await,
                     _ => connect(t.clone(), &a).await,
                 }

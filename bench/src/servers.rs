@@ -152,6 +152,18 @@ pub fn report(path: &str) {
         ),
         ("throughput", "lost", "throughput: lost", true),
         (
+            "throughput-paced",
+            "latency_p50_ms",
+            "throughput at a fixed 30,000 msg/s: latency p50 (ms)",
+            true,
+        ),
+        (
+            "throughput-paced",
+            "latency_p99_ms",
+            "throughput at a fixed 30,000 msg/s: latency p99 (ms)",
+            true,
+        ),
+        (
             "longpoll",
             "msgs_per_s",
             "long-poll: delivered msg/s",
