@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ use crate::transport::websocket::{self, Inbound, InboundDecoder};
 use crate::transport::{self, Cors, IFRAME_PADDING, StreamKind, Transport};
 
 pub const WAKER: Token = Token(usize::MAX);
+/// The shared HTTP listener. Even, like connection tokens: checked first.
+const LISTENER: Token = Token(usize::MAX - 1);
 
 /// Timers are checked by a sweep over the connection table this often,
 /// rather than by a timer per connection (see STYLE.md: Pushpin's approach).
@@ -55,7 +57,6 @@ const WS_MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 const BACKEND_MAX_PENDING_REPLIES: usize = 1 << 20;
 
 pub enum ToWorker {
-    Http(TcpStream, SocketAddr),
     Backend(BackendStream),
     Deliver(Vec<Arc<Message>>),
     Shutdown,
@@ -67,8 +68,6 @@ pub struct Peer {
     waker: Waker,
     /// A wake is already on its way: several posts cost one eventfd write.
     wake_pending: AtomicBool,
-    /// Connections this worker owns, for least-loaded placement.
-    pub load: AtomicUsize,
 }
 
 impl Peer {
@@ -77,7 +76,6 @@ impl Peer {
             tx,
             waker,
             wake_pending: AtomicBool::new(false),
-            load: AtomicUsize::new(0),
         }
     }
 
@@ -128,6 +126,30 @@ pub struct Shared {
     pub started: Instant,
 }
 
+/// Adds the listener to (or removes it from) this worker's epoll set with
+/// EPOLLEXCLUSIVE, which mio does not expose: of the workers waiting, one is
+/// woken per arrival instead of all of them. Edge-triggered, like mio's own
+/// registrations; mio reads the token back from the event's data as usual.
+fn watch_listener(
+    poll: &Poll,
+    listener: &mio::net::TcpListener,
+    op: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut event = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE | libc::EPOLLET) as u32,
+        u64: LISTENER.0 as u64,
+    };
+    // SAFETY: both descriptors are open for the duration of the call and
+    // `event` is a valid epoll_event.
+    let rc = unsafe { libc::epoll_ctl(poll.as_raw_fd(), op, listener.as_raw_fd(), &mut event) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn http_token(key: usize) -> Token {
     Token(key << 1)
 }
@@ -166,12 +188,24 @@ pub struct Worker {
     deliveries: u64,
     /// Set on SIGTERM: the time by which everything is closed.
     shutdown_deadline: Option<u64>,
+    /// This worker's handle on the listening socket; None once shutting down.
+    listener: Option<mio::net::TcpListener>,
+    /// accept() failed for lack of file descriptors: retry on the next tick,
+    /// since the edge-triggered listener will not report the waiting ones again.
+    accept_blocked: bool,
 }
 
 impl Worker {
-    pub fn new(id: usize, poll: Poll, inbox: Receiver<ToWorker>, shared: Arc<Shared>) -> Worker {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        inbox: Receiver<ToWorker>,
+        listener: mio::net::TcpListener,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
+        watch_listener(&poll, &listener, libc::EPOLL_CTL_ADD)?;
         let workers = shared.peers.len();
-        Worker {
+        Ok(Worker {
             id,
             poll,
             inbox,
@@ -195,7 +229,9 @@ impl Worker {
             next_tick: TICK_MS,
             deliveries: 0,
             shutdown_deadline: None,
-        }
+            listener: Some(listener),
+            accept_blocked: false,
+        })
     }
 
     fn now(&self) -> Instant {
@@ -249,6 +285,8 @@ impl Worker {
                 let token = event.token();
                 if token == WAKER {
                     self.drain_inbox();
+                } else if token == LISTENER {
+                    self.accept_http();
                 } else if token.0 & 1 == 0 {
                     self.http_event(
                         token.0 >> 1,
@@ -297,7 +335,6 @@ impl Worker {
             .store(false, Ordering::Release);
         while let Ok(message) = self.inbox.try_recv() {
             match message {
-                ToWorker::Http(sock, addr) => self.adopt_http(sock, addr),
                 ToWorker::Backend(sock) => self.adopt_backend(sock),
                 ToWorker::Deliver(batch) => {
                     for message in &batch {
@@ -305,6 +342,38 @@ impl Worker {
                     }
                 }
                 ToWorker::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+
+    /// Accepts browsers until the backlog is empty. Each arrival wakes one
+    /// waiting worker, so the connection is served by the thread that took it.
+    fn accept_http(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (mut sock, addr) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    // EMFILE/ENFILE: the connections wait in the kernel's
+                    // backlog until descriptors free up.
+                    warn!("accept failed: {e}; retrying shortly");
+                    self.accept_blocked = true;
+                    return;
+                }
+            };
+            if crate::server::admit(&self.shared, &mut sock, addr) {
+                self.adopt_http(sock, addr);
             }
         }
     }
@@ -1599,6 +1668,9 @@ impl Worker {
 
     fn tick(&mut self) {
         self.next_tick = self.now_ms + TICK_MS;
+        if std::mem::take(&mut self.accept_blocked) {
+            self.accept_http();
+        }
         self.date.refresh();
         if self.deliveries > 0 {
             self.shared
@@ -1700,6 +1772,11 @@ impl Worker {
         }
         self.shutdown_deadline =
             Some(self.now_ms + Self::ms(self.shared.config.server.shutdown_timeout));
+        // Stop accepting; once every handle is closed, the kernel refuses
+        // new clients instead of queueing them behind a gateway going away.
+        if let Some(listener) = self.listener.take() {
+            let _ = watch_listener(&self.poll, &listener, libc::EPOLL_CTL_DEL);
+        }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if self.conns[key].dead {
@@ -1737,9 +1814,6 @@ impl Worker {
 
     fn release_http_slot(&self, ip: IpAddr) {
         metrics::dec(&self.shared.metrics.connections_open);
-        self.shared.peers[self.id]
-            .load
-            .fetch_sub(1, Ordering::Relaxed);
         if self.shared.config.server.max_connections_per_ip > 0 {
             self.shared.ip_limiter.release(ip);
         }

@@ -1,11 +1,13 @@
 //! Start-up, the acceptor and shutdown.
 //!
 //! The main thread binds the sockets, starts the workers and then becomes the
-//! acceptor: it accepts HTTP and backend connections, enforces the connection
-//! caps (answering 503 at once rather than leaving anyone hanging), hands each
-//! connection to the least loaded worker, sweeps the store once a second, and
-//! on SIGTERM/SIGINT stops accepting, tells the workers to finish, waits for
-//! them and removes the backend socket file.
+//! acceptor. Browsers are accepted by the workers themselves, each waiting
+//! on the shared listening socket (EPOLLEXCLUSIVE: one idle worker is woken
+//! per arrival), with the caps of [`admit`] (503 at once rather than leaving
+//! anyone hanging). The acceptor accepts backend connections and hands them
+//! out round-robin, sweeps the store once a second, and on SIGTERM/SIGINT
+//! closes the listeners, tells the workers to finish, waits for them and
+//! removes the backend socket file.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -24,7 +26,6 @@ use crate::mailbox::{Store, StoreLimits};
 use crate::metrics::{self, Metrics};
 use crate::reactor::{IpLimiter, Peer, Shared, ToWorker, WAKER, Worker};
 
-const HTTP_LISTENER: Token = Token(0);
 const BACKEND_LISTENER: Token = Token(1);
 const BACKEND_TCP_LISTENER: Token = Token(4);
 const SIGNALS: Token = Token(2);
@@ -32,10 +33,6 @@ const STOP: Token = Token(3);
 
 /// How often the acceptor expires messages and forgets idle mailboxes.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// After accept() fails for lack of file descriptors, retry this soon
-/// (edge-triggered: no new event would come for the waiting connections).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// File descriptors the gateway needs besides client connections: listeners,
 /// pollers, wakers, backends, logs.
@@ -107,7 +104,16 @@ impl Gateway {
             .set_nonblocking(true)
             .map_err(|e| StartError(format!("cannot configure {addr}: {e}")))?;
         let local = std_listener.local_addr().unwrap_or(addr);
-        let mut http = TcpListener::from_std(std_listener);
+        // Workers accept browsers themselves, each with its own handle on
+        // the one listening socket: no hand-off between threads per
+        // connection. The socket closes when the last worker lets go of it.
+        let mut worker_listeners = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            worker_listeners.push(TcpListener::from_std(std_listener.try_clone().map_err(
+                |e| StartError(format!("cannot share the listener on {addr}: {e}")),
+            )?));
+        }
+        drop(std_listener);
 
         let auth = crate::auth::Auth::from_config(&config.auth).map_err(StartError)?;
         let socket_path = config.mailbox.backend_socket.clone();
@@ -162,8 +168,7 @@ impl Gateway {
         // process-killing signal.
         unsafe_ignore_sigpipe();
         registry
-            .register(&mut http, HTTP_LISTENER, Interest::READABLE)
-            .and_then(|_| registry.register(&mut backend, BACKEND_LISTENER, Interest::READABLE))
+            .register(&mut backend, BACKEND_LISTENER, Interest::READABLE)
             .and_then(|_| match backend_tcp.as_mut() {
                 Some(tcp) => registry.register(tcp, BACKEND_TCP_LISTENER, Interest::READABLE),
                 None => Ok(()),
@@ -206,8 +211,14 @@ impl Gateway {
             started: Instant::now(),
         });
         let mut threads = Vec::with_capacity(workers);
-        for (id, (worker_poll, inbox)) in polls.into_iter().zip(inboxes).enumerate() {
-            let worker = Worker::new(id, worker_poll, inbox, shared.clone());
+        for (id, ((worker_poll, inbox), listener)) in polls
+            .into_iter()
+            .zip(inboxes)
+            .zip(worker_listeners)
+            .enumerate()
+        {
+            let worker = Worker::new(id, worker_poll, inbox, listener, shared.clone())
+                .map_err(|e| StartError(format!("cannot register the HTTP listener: {e}")))?;
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .spawn(move || worker.run())
@@ -222,13 +233,11 @@ impl Gateway {
         let acceptor = Acceptor {
             shared,
             next_backend_worker: 0,
-            accept_blocked: false,
         };
         let thread = std::thread::Builder::new()
             .name("acceptor".into())
             .spawn(move || {
                 let listeners = Listeners {
-                    http,
                     backend,
                     backend_tcp,
                 };
@@ -244,7 +253,6 @@ impl Gateway {
 }
 
 struct Listeners {
-    http: TcpListener,
     backend: UnixListener,
     backend_tcp: Option<TcpListener>,
 }
@@ -252,7 +260,6 @@ struct Listeners {
 struct Acceptor {
     shared: Arc<Shared>,
     next_backend_worker: usize,
-    accept_blocked: bool,
 }
 
 impl Acceptor {
@@ -268,24 +275,14 @@ impl Acceptor {
         let mut events = Events::with_capacity(256);
         let mut last_sweep = Instant::now();
         'serve: loop {
-            let timeout = if self.accept_blocked {
-                ACCEPT_RETRY
-            } else {
-                SWEEP_EVERY
-            };
-            if let Err(e) = poll.poll(&mut events, Some(timeout))
+            if let Err(e) = poll.poll(&mut events, Some(SWEEP_EVERY))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 error!("acceptor: poll failed: {e}");
                 break;
             }
-            if self.accept_blocked {
-                self.accept_blocked = false;
-                self.accept_http(&mut listeners.http);
-            }
             for event in events.iter() {
                 match event.token() {
-                    HTTP_LISTENER => self.accept_http(&mut listeners.http),
                     BACKEND_LISTENER => self.accept_backend(&mut listeners),
                     BACKEND_TCP_LISTENER => self.accept_backend_tcp(&mut listeners),
                     SIGNALS => {
@@ -319,66 +316,6 @@ impl Acceptor {
         }
         drop(socket_file);
         info!("stopped");
-    }
-
-    fn least_loaded(&self) -> usize {
-        let peers = &self.shared.peers;
-        (0..peers.len())
-            .min_by_key(|&i| peers[i].load.load(std::sync::atomic::Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
-    fn accept_http(&mut self, listener: &mut TcpListener) {
-        let server = &self.shared.config.server;
-        let metrics = &self.shared.metrics;
-        loop {
-            let (mut sock, addr) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    // EMFILE/ENFILE: the connections wait in the kernel's
-                    // backlog until descriptors free up.
-                    warn!("accept failed: {e}; retrying shortly");
-                    self.accept_blocked = true;
-                    return;
-                }
-            };
-            metrics::inc(&metrics.connections_total);
-            let open = metrics
-                .connections_open
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if open >= server.max_connections as u64 {
-                metrics::inc(&metrics.connections_rejected);
-                refuse(&mut sock, "too many connections");
-                continue;
-            }
-            if server.max_connections_per_ip > 0
-                && !self
-                    .shared
-                    .ip_limiter
-                    .acquire(addr.ip(), server.max_connections_per_ip)
-            {
-                metrics::inc(&metrics.connections_rejected_per_ip);
-                refuse(&mut sock, "too many connections from your address");
-                continue;
-            }
-            // Small writes (one message) must not wait for Nagle.
-            let _ = sock.set_nodelay(true);
-            metrics::inc(&metrics.connections_open);
-            let worker = self.least_loaded();
-            self.shared.peers[worker]
-                .load
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.shared.peers[worker].post(ToWorker::Http(sock, addr));
-        }
     }
 
     /// Backends are few and long-lived: round-robin is placement enough.
@@ -424,6 +361,36 @@ impl Acceptor {
 }
 
 /// Answers 503 on a connection we will not serve, without waiting on it.
+/// Applies the connection caps to a browser connection a worker just
+/// accepted: true if it may stay (and is now counted as open); false if it
+/// was answered 503 and is to be dropped. Never leaves a client hanging.
+pub(crate) fn admit(shared: &Shared, sock: &mut mio::net::TcpStream, addr: SocketAddr) -> bool {
+    let server = &shared.config.server;
+    let metrics = &shared.metrics;
+    metrics::inc(&metrics.connections_total);
+    let open = metrics
+        .connections_open
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if open >= server.max_connections as u64 {
+        metrics::inc(&metrics.connections_rejected);
+        refuse(sock, "too many connections");
+        return false;
+    }
+    if server.max_connections_per_ip > 0
+        && !shared
+            .ip_limiter
+            .acquire(addr.ip(), server.max_connections_per_ip)
+    {
+        metrics::inc(&metrics.connections_rejected_per_ip);
+        refuse(sock, "too many connections from your address");
+        return false;
+    }
+    // Small writes (one message) must not wait for Nagle.
+    let _ = sock.set_nodelay(true);
+    metrics::inc(&metrics.connections_open);
+    true
+}
+
 fn refuse(sock: &mut mio::net::TcpStream, why: &str) {
     let body = format!("{{\"error\":\"{why}\"}}\n");
     let response = format!(
