@@ -8,6 +8,9 @@
 //! what the gateway's acceptor and worker threads allocate between the
 //! publish and the moment the last subscriber has read its answer.
 
+mod common;
+
+use common::encode_command;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -58,16 +61,6 @@ static ALLOCATOR: Counting = Counting;
 const SUBSCRIBERS: usize = 1000;
 const PAYLOAD: usize = 64 * 1024;
 
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// Reads one RESP integer reply (`:N\r\n`).
 fn read_integer(s: &mut UnixStream) -> i64 {
     let mut line = Vec::new();
@@ -108,7 +101,7 @@ fn publishing_64k_to_1000_waiting_polls_copies_nothing_per_subscriber() {
         })
         .collect();
     let mut backend = UnixStream::connect(&socket).unwrap();
-    let numsub = resp(&[b"PUBSUB", b"NUMSUB", b"big"]);
+    let numsub = encode_command(&[b"PUBSUB", b"NUMSUB", b"big"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         backend.write_all(&numsub).unwrap();
@@ -124,7 +117,7 @@ fn publishing_64k_to_1000_waiting_polls_copies_nothing_per_subscriber() {
 
     // Everything the window needs is allocated before it opens.
     let payload: Vec<u8> = (0..PAYLOAD).map(|i| b'a' + (i % 26) as u8).collect();
-    let publish = resp(&[b"PUBLISH", b"big", &payload]);
+    let publish = encode_command(&[b"PUBLISH", b"big", &payload]);
     let mut answer = vec![0u8; PAYLOAD * 2];
 
     COUNTING.store(true, Ordering::SeqCst);

@@ -652,22 +652,35 @@ async fn publish_all(
     ((end.saturating_sub(started)) as f64 / 1e9, failed)
 }
 
-async fn throughput(t: Arc<Target>, a: &Args) -> Value {
-    let (shared, stop) = shared(0);
-    let tasks = open_subscribers(&t, (0..a.n).map(|i| format!("ch{i}")).collect(), &shared).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// Publishes `a.messages` over `a.n` channels to subscribers already
+/// waiting, then collects them: what throughput and longpoll share.
+async fn publish_and_collect(
+    t: &Arc<Target>,
+    a: &Args,
+    shared: &Shared,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<SubStats>>,
+) -> Value {
     let (cpu0, own0) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
-    let (secs, failed) = publish_all(&t, a.n, a.messages, a.batch, a.rate, &shared).await;
+    let (secs, failed) = publish_all(t, a.n, a.messages, a.batch, a.rate, shared).await;
     let (cpu1, own1) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
     let _ = stop.send(true);
     let all = collect(tasks).await;
     let mut result = json!({
-        "batch": a.batch, "rate": a.rate, "mailboxes": a.n, "published": a.messages, "publish_errors": failed, "seconds": secs,
+        "batch": a.batch, "rate": a.rate, "channels": a.n, "published": a.messages,
+        "publish_errors": failed, "seconds": secs,
         "server_cpu_s": cpu1 - cpu0, "client_cpu_s": own1 - own0,
     });
     summarize(all, a.messages as u64, &mut result);
     result["msgs_per_s"] = json!(result["delivered"].as_u64().unwrap_or(0) as f64 / secs);
     result
+}
+
+async fn throughput(t: Arc<Target>, a: &Args) -> Value {
+    let (shared, stop) = shared(0);
+    let tasks = open_subscribers(&t, (0..a.n).map(|i| format!("ch{i}")).collect(), &shared).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish_and_collect(&t, a, &shared, stop, tasks).await
 }
 
 async fn longpoll(t: Arc<Target>, a: &Args) -> Value {
@@ -687,18 +700,7 @@ async fn longpoll(t: Arc<Target>, a: &Args) -> Value {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let (cpu0, own0) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
-    let (secs, failed) = publish_all(&t, a.n, a.messages, a.batch, a.rate, &shared).await;
-    let (cpu1, own1) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
-    let _ = stop.send(true);
-    let all = collect(tasks).await;
-    let mut result = json!({
-        "batch": a.batch, "rate": a.rate, "clients": a.n, "published": a.messages, "publish_errors": failed, "seconds": secs,
-        "server_cpu_s": cpu1 - cpu0, "client_cpu_s": own1 - own0,
-    });
-    summarize(all, a.messages as u64, &mut result);
-    result["msgs_per_s"] = json!(result["delivered"].as_u64().unwrap_or(0) as f64 / secs);
-    result
+    publish_and_collect(&t, a, &shared, stop, tasks).await
 }
 
 /// Opens one SSE subscription and returns the socket once its head arrived.
