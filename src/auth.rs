@@ -63,8 +63,8 @@ pub struct Grant {
     pub expires_at: u64,
 }
 
+/// Token checks, present only when `auth.required` is on.
 pub struct Auth {
-    required: bool,
     public_prefixes: Vec<String>,
     pub cookie: Option<String>,
     key: DecodingKey,
@@ -117,7 +117,6 @@ impl Auth {
             None => validation.validate_aud = false,
         }
         Ok(Some(Auth {
-            required: config.required,
             public_prefixes: config.public_prefixes.clone(),
             cookie: config.cookie.clone(),
             key,
@@ -126,11 +125,10 @@ impl Auth {
     }
 
     pub fn needs_token(&self, mailbox: &str) -> bool {
-        self.required
-            && !self
-                .public_prefixes
-                .iter()
-                .any(|p| mailbox.starts_with(p.as_str()))
+        !self
+            .public_prefixes
+            .iter()
+            .any(|p| mailbox.starts_with(p.as_str()))
     }
 
     /// Verifies `token` for `mailbox`.
@@ -162,7 +160,6 @@ impl Auth {
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("required", &self.required)
             .field("public_prefixes", &self.public_prefixes)
             .field("algorithms", &self.validation.algorithms)
             .finish_non_exhaustive()
@@ -182,6 +179,16 @@ pub fn grants(claim: &[String], mailbox: &str) -> bool {
     })
 }
 
+/// Where a request's token came from. A cookie rides along on requests
+/// that other sites' pages make (a `<script>` tag, a WebSocket), so a
+/// cookie-authenticated request needs an Origin check the others do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Query,
+    Cookie,
+}
+
 /// The token of a request: `Authorization: Bearer`, then `?token=`, then
 /// the configured cookie.
 pub fn token_from<'a>(
@@ -190,20 +197,30 @@ pub fn token_from<'a>(
     cookies: Option<&'a [u8]>,
     cookie_name: Option<&str>,
 ) -> Option<&'a [u8]> {
+    find_token(authorization, query_token, cookies, cookie_name).map(|(token, _)| token)
+}
+
+/// [`token_from`], saying where the token was found.
+pub fn find_token<'a>(
+    authorization: Option<&'a [u8]>,
+    query_token: Option<&'a [u8]>,
+    cookies: Option<&'a [u8]>,
+    cookie_name: Option<&str>,
+) -> Option<(&'a [u8], TokenSource)> {
     if let Some(value) = authorization
         && value.len() > 7
         && value[..7].eq_ignore_ascii_case(b"bearer ")
     {
-        return Some(value[7..].trim_ascii());
+        return Some((value[7..].trim_ascii(), TokenSource::Header));
     }
-    if query_token.is_some() {
-        return query_token;
+    if let Some(token) = query_token {
+        return Some((token, TokenSource::Query));
     }
     let name = cookie_name?.as_bytes();
     cookies?.split(|&b| b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-        (k == name).then_some(&v[1..])
+        (k == name).then_some((&v[1..], TokenSource::Cookie))
     })
 }
 

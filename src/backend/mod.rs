@@ -12,82 +12,17 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::event::Source;
-use mio::net::{TcpStream, UnixStream};
-use mio::{Interest, Registry, Token};
-
 use crate::config::MailboxConfig;
-use crate::mailbox::{Message, StoreError};
 use crate::metrics;
-use crate::reactor::Shared;
+pub use crate::net::BackendStream;
+use crate::shared::Shared;
+use crate::store::{Message, StoreError};
 use commands::{After, Hub, HubError, Session};
 use resp::{Decoded, Decoder, Limits};
 
 /// Read size per syscall for backend sockets: pipelined publishes arrive in
 /// bulk, so read big.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// A backend's socket: the Unix socket, or the optional TCP listener
-/// (`mailbox.backend-port`).
-pub enum BackendStream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Read for BackendStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            BackendStream::Unix(s) => s.read(buf),
-            BackendStream::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for BackendStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            BackendStream::Unix(s) => s.write(buf),
-            BackendStream::Tcp(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Source for BackendStream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            BackendStream::Unix(s) => s.register(registry, token, interests),
-            BackendStream::Tcp(s) => s.register(registry, token, interests),
-        }
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        match self {
-            BackendStream::Unix(s) => s.reregister(registry, token, interests),
-            BackendStream::Tcp(s) => s.reregister(registry, token, interests),
-        }
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            BackendStream::Unix(s) => s.deregister(registry),
-            BackendStream::Tcp(s) => s.deregister(registry),
-        }
-    }
-}
 
 pub struct BackendConn {
     pub sock: BackendStream,
@@ -294,7 +229,7 @@ impl Hub for WorkerHub<'_> {
         }
         if want("mailboxes") {
             let store = &shared.store;
-            let stats = &store.stats;
+            let stats = store.stats();
             let limits = store.limits();
             let get =
                 |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

@@ -1,13 +1,14 @@
 //! Wire encodings of one message, built once per message and transport and
-//! shared by every subscriber (see `Message::encoded`). Per-subscriber bytes
-//! (chunk sizes, a JSONP callback name) are written around these by the
-//! connection, never into them.
+//! shared by every subscriber (cached in the message: [`encoded`]).
+//! Per-subscriber bytes (chunk sizes, a JSONP callback name) are written
+//! around these by the transport's framer, never into them.
 
 use base64::Engine;
 use serde_json::ser::{CharEscape, Formatter, Serializer};
 use std::io::{self, Write};
+use std::sync::Arc;
 
-use crate::mailbox::Message;
+use crate::store::{ENCODING_SLOTS, Message};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -27,27 +28,36 @@ impl Encoding {
     pub const COUNT: usize = 4;
 }
 
-pub fn encode(kind: Encoding, message: &Message) -> Box<[u8]> {
+const _: () = assert!(
+    Encoding::COUNT == ENCODING_SLOTS,
+    "one cache slot per encoding"
+);
+
+/// The message's bytes for one transport, built once and shared.
+pub fn encoded(message: &Message, kind: Encoding) -> &Arc<[u8]> {
+    message.encoded_with(kind as usize, |m| encode(kind, m))
+}
+
+fn encode(kind: Encoding, message: &Message) -> Vec<u8> {
     match kind {
         Encoding::Json => {
             let mut out = Vec::with_capacity(message.payload.len() + 48);
             write_message_json(&mut out, message);
-            out.into_boxed_slice()
+            out
         }
         Encoding::Sse => sse_event(message),
         Encoding::WsFrame => {
-            crate::transport::websocket::encode_text_frame(message.encoded(Encoding::Json))
-                .into_boxed_slice()
+            crate::transport::websocket::encode_text_frame(encoded(message, Encoding::Json))
         }
         Encoding::PollBody => {
-            let json = message.encoded(Encoding::Json);
+            let json = encoded(message, Encoding::Json);
             let mut out = Vec::with_capacity(json.len() + message.id.len() + 32);
             out.extend_from_slice(b"{\"messages\":[");
             out.extend_from_slice(json);
             out.extend_from_slice(b"],\"cursor\":\"");
             out.extend_from_slice(message.id.as_bytes());
             out.extend_from_slice(b"\"}");
-            out.into_boxed_slice()
+            out
         }
     }
 }
@@ -118,7 +128,7 @@ pub fn write_message_json(out: &mut Vec<u8>, message: &Message) {
 /// would end the `data:` field) and each becomes its own `data:` line, which
 /// EventSource joins with `\n`. Every `data:` is followed by one space, which
 /// EventSource strips, so a payload's own leading space survives.
-fn sse_event(message: &Message) -> Box<[u8]> {
+fn sse_event(message: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.payload.len() + message.id.len() + 32);
     let encoded;
     let text = match std::str::from_utf8(&message.payload) {
@@ -150,17 +160,17 @@ fn sse_event(message: &Message) -> Box<[u8]> {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(&bytes[start..]);
     out.extend_from_slice(b"\n\n");
-    out.into_boxed_slice()
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mailbox::{Store, StoreLimits};
+    use crate::store::{LocalStore, StoreLimits};
     use std::time::{Duration, Instant};
 
     fn message(payload: &[u8]) -> std::sync::Arc<Message> {
-        let store = Store::new(
+        let store = LocalStore::new(
             StoreLimits {
                 max_messages: 10,
                 message_ttl: Duration::from_secs(10),
@@ -181,7 +191,7 @@ mod tests {
     #[test]
     fn json_is_script_safe_and_exact() {
         let m = message("</script><b>&\u{2028}\u{2029}\"\\\n\u{0}é".as_bytes());
-        let json = std::str::from_utf8(m.encoded(Encoding::Json))
+        let json = std::str::from_utf8(encoded(&m, Encoding::Json))
             .unwrap()
             .to_string();
         assert!(!json.contains('<') && !json.contains('>') && !json.contains('&'));
@@ -195,17 +205,17 @@ mod tests {
     #[test]
     fn non_utf8_goes_base64() {
         let m = message(&[0xff, 0x00, 0xfe]);
-        let v: serde_json::Value = serde_json::from_slice(m.encoded(Encoding::Json)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(encoded(&m, Encoding::Json)).unwrap();
         assert_eq!(v["data"], "/wD+");
         assert_eq!(v["encoding"], "base64");
-        let sse = std::str::from_utf8(m.encoded(Encoding::Sse)).unwrap();
+        let sse = std::str::from_utf8(encoded(&m, Encoding::Sse)).unwrap();
         assert_eq!(sse, format!("event: base64\nid: {}\ndata: /wD+\n\n", m.id));
     }
 
     #[test]
     fn sse_splits_every_line_ending() {
         let m = message(b" a\r\nb\rc\nd\n");
-        let sse = std::str::from_utf8(m.encoded(Encoding::Sse)).unwrap();
+        let sse = std::str::from_utf8(encoded(&m, Encoding::Sse)).unwrap();
         assert_eq!(
             sse,
             format!(
@@ -214,14 +224,14 @@ mod tests {
             )
         );
         let empty = message(b"");
-        let sse = std::str::from_utf8(empty.encoded(Encoding::Sse)).unwrap();
+        let sse = std::str::from_utf8(encoded(&empty, Encoding::Sse)).unwrap();
         assert_eq!(sse, format!("id: {}\ndata: \n\n", empty.id));
     }
 
     #[test]
     fn poll_body_is_the_long_poll_shape() {
         let m = message(b"{\"text\":\"hi\"}");
-        let v: serde_json::Value = serde_json::from_slice(m.encoded(Encoding::PollBody)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(encoded(&m, Encoding::PollBody)).unwrap();
         assert_eq!(v["messages"][0]["data"], "{\"text\":\"hi\"}");
         assert_eq!(v["cursor"], &*m.id);
     }

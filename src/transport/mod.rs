@@ -1,21 +1,38 @@
-//! The ways a browser can hold a mailbox open, chosen per request, and the
-//! per-transport framing around the shared message encodings.
+//! The ways a browser can hold a mailbox open, chosen per request, and each
+//! one's framing around the shared message encodings: `longpoll` (and
+//! JSONP), `stream` (SSE, NDJSON, forever iframe), `ws_session` over the
+//! RFC 6455 codec in `websocket`, and `encode` (the per-message bytes they
+//! all share).
 //!
 //! Every transport has the same semantics (backlog after the cursor, then
 //! live messages, `missed` when the cursor fell out of history); they differ
-//! only in framing. See docs/protocol.md.
+//! only in framing. Framers are pure: they write into buffers and return
+//! parts for the output queue; the worker does the I/O. See docs/protocol.md.
 
 pub mod encode;
+pub mod longpoll;
+pub mod stream;
 pub mod websocket;
+pub mod ws_session;
 
-use crate::http::{Request, Status, query_pairs};
+use crate::http::{Cors, Request, Status, query_pairs};
+
+/// What a response needs to remember of its request while it is held open.
+#[derive(Debug)]
+pub struct ReplyTo {
+    pub http11: bool,
+    pub keep_alive: bool,
+    pub cors: Cors,
+    /// JSONP or iframe callback name, validated.
+    pub callback: Option<Box<str>>,
+}
+
+/// The one `missed` marker's JSON: every transport carries this object
+/// (framed its own way) when the cursor fell out of history.
+pub const MISSED_JSON: &[u8] = b"{\"missed\":true}";
 
 /// Callback names: a JavaScript identifier or dotted path, at most 64 bytes.
 pub const MAX_CALLBACK_LEN: usize = 64;
-
-/// Some browsers render nothing of a streamed HTML body until about 1 KiB
-/// has arrived; this much whitespace goes before the first script.
-pub const IFRAME_PADDING: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
@@ -125,81 +142,6 @@ pub fn choose(req: &Request<'_>) -> Result<Choice, (Status, &'static str)> {
         since: since.filter(|s| !s.is_empty()),
         token,
     })
-}
-
-/// The browser client, embedded at build time from client/cometbox.js.
-pub struct ClientScript {
-    pub body: &'static [u8],
-    /// A strong ETag from the content's SHA-1, so browsers revalidate cheaply.
-    pub etag: String,
-}
-
-/// `/cometbox.js` (a classic script defining the global `cometbox`) or
-/// `/cometbox.mjs` (the same source as an ES module). The source declares
-/// `var cometbox` at top level, so appending an export is all the module
-/// form needs: one file to maintain, two ways to load it.
-pub fn client_script(path: &[u8]) -> Option<&'static ClientScript> {
-    static CLASSIC: std::sync::OnceLock<ClientScript> = std::sync::OnceLock::new();
-    static MODULE: std::sync::OnceLock<ClientScript> = std::sync::OnceLock::new();
-    let (cell, body): (_, &'static str) = match path {
-        b"/cometbox.js" => (&CLASSIC, include_str!("../../client/cometbox.js")),
-        b"/cometbox.mjs" => (
-            &MODULE,
-            concat!(
-                include_str!("../../client/cometbox.js"),
-                "export default cometbox;\nexport const subscribe = cometbox.subscribe;\n"
-            ),
-        ),
-        _ => return None,
-    };
-    Some(cell.get_or_init(|| {
-        use sha1::Digest;
-        let digest = sha1::Sha1::digest(body.as_bytes());
-        let hex: String = digest.iter().take(10).map(|b| format!("{b:02x}")).collect();
-        ClientScript {
-            body: body.as_bytes(),
-            etag: format!("\"{hex}\""),
-        }
-    }))
-}
-
-/// Which `Access-Control-Allow-Origin` a response carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cors {
-    None,
-    /// Index into `mailbox.cors-origins` of the matching origin.
-    Listed(u16),
-    /// `*` is configured: the request's origin is echoed (so credentials,
-    /// such as a token cookie, keep working).
-    Any(Box<str>),
-}
-
-impl Cors {
-    pub fn grant(origin: Option<&[u8]>, allowed: &[String]) -> Cors {
-        let Some(origin) = origin else {
-            return Cors::None;
-        };
-        if let Some(i) = allowed.iter().position(|a| a.as_bytes() == origin) {
-            return Cors::Listed(i as u16);
-        }
-        if allowed.iter().any(|a| a == "*")
-            && let Ok(text) = std::str::from_utf8(origin)
-            && text.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Cors::Any(text.into());
-        }
-        Cors::None
-    }
-
-    pub fn write_headers(&self, out: &mut Vec<u8>, allowed: &[String]) {
-        let origin: &str = match self {
-            Cors::None => return,
-            Cors::Listed(i) => &allowed[*i as usize],
-            Cors::Any(origin) => origin,
-        };
-        crate::http::write_header(out, "Access-Control-Allow-Origin", origin.as_bytes());
-        out.extend_from_slice(b"Access-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
-    }
 }
 
 #[cfg(test)]

@@ -1,242 +1,41 @@
-//! The mailbox store: retained messages per mailbox, message ids and cursors,
-//! and which workers hold subscribers of each mailbox.
-//!
-//! The store is shared by every worker. It is split into shards, each behind
-//! its own mutex, so two publishes only contend when their mailboxes hash to
-//! the same shard: there is no global lock on the per-message path. A message
-//! is stored once (`Arc<Message>`) and every subscriber, on every worker and
-//! transport, shares it and its cached wire encodings.
+//! The in-memory store: sharded, each shard behind its own mutex, so two
+//! publishes only contend when their mailboxes hash to the same shard; there
+//! is no global lock on the per-message path.
 //!
 //! Ordering and the "never miss, never repeat" promise rest on one rule: a
 //! subscriber reads the backlog and registers its worker *under the same shard
 //! lock*, so any message published after that read is announced to its worker.
 //! Announcements may reach a worker out of order (two publishers, two
-//! channels); workers compare sequence numbers and fall back to
-//! [`Store::read_after`] when they see a gap, so the store is the one truth.
+//! channels); workers compare sequence numbers ([`Cursor::follows`]) and fall
+//! back to [`LocalStore::read_after`] when they see a gap.
+//!
+//! Readers create nothing: a read of a mailbox that does not exist answers
+//! the unborn cursor. A waiting subscriber of such a mailbox leaves an entry
+//! that counts subscribers only (not against `mailbox.max-mailboxes`) and
+//! goes the moment its last subscriber does.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::transport::encode::{self, Encoding};
-
-/// Mailbox names: 1–200 characters of `A-Z a-z 0-9 . _ : @ -` (the contract).
-pub const MAX_NAME_LEN: usize = 200;
+use super::is_valid_name;
+use super::{Attach, Cursor, Message, Published, Register, StoreError, StoreLimits, StoreStats};
 
 /// Shards of the store. 64 keeps contention negligible for any worker count
 /// we allow (at most 64) while costing only 64 small hash maps.
 const SHARDS: usize = 64;
 
-/// An empty mailbox without subscribers is forgotten only after this long
-/// idle (and never sooner than the message TTL), so a long-polling client that
-/// re-polls a quiet mailbox keeps a valid cursor instead of seeing `missed`.
+/// Most workers: subscriber presence is a bit per worker in a u64.
+pub const MAX_WORKERS: usize = 64;
+
+/// A mailbox that held mail and is now empty, without subscribers, is
+/// forgotten only after this long idle (and never sooner than the message
+/// TTL), so a long-polling client that re-polls a quiet mailbox keeps a valid
+/// cursor instead of seeing `missed`.
 const MIN_IDLE_BEFORE_FORGET: Duration = Duration::from_secs(60);
-
-pub fn is_valid_name(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
-}
-
-/// Where a client stands in a mailbox: the mailbox incarnation it read from
-/// (store start time + generation) and the last sequence number it has seen.
-/// On the wire it is the id of that message: `{store:x}.{generation:x}-{seq:010}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    pub store: u64,
-    pub generation: u64,
-    pub seq: u64,
-}
-
-/// Width of the zero-padded sequence, so that ids of one mailbox also sort
-/// as strings (clients may compare them).
-const SEQ_WIDTH: usize = 10;
-
-impl Cursor {
-    pub fn parse(text: &[u8]) -> Option<Cursor> {
-        let text = std::str::from_utf8(text).ok()?;
-        let (epoch, seq) = text.rsplit_once('-')?;
-        let (store, generation) = epoch.split_once('.')?;
-        let all_digits =
-            |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
-        if !all_digits(store, 16) || !all_digits(generation, 16) || !all_digits(seq, 10) {
-            return None;
-        }
-        Some(Cursor {
-            store: u64::from_str_radix(store, 16).ok()?,
-            generation: u64::from_str_radix(generation, 16).ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-
-    pub fn write(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            out,
-            "{:x}.{:x}-{:0width$}",
-            self.store,
-            self.generation,
-            self.seq,
-            width = SEQ_WIDTH
-        );
-    }
-
-    pub fn to_text(self) -> String {
-        let mut out = Vec::with_capacity(32);
-        self.write(&mut out);
-        // Only ASCII digits and punctuation were written.
-        String::from_utf8(out).expect("cursor text is ASCII")
-    }
-
-    fn same_incarnation(&self, other: &Cursor) -> bool {
-        self.store == other.store && self.generation == other.generation
-    }
-}
-
-/// One published message. Immutable once built, shared by all subscribers;
-/// each transport's bytes are encoded at most once, on first use.
-pub struct Message {
-    pub mailbox: Arc<str>,
-    pub cursor: Cursor,
-    pub id: Box<str>,
-    pub payload: Box<[u8]>,
-    pub published_at: Instant,
-    encodings: [OnceLock<Box<[u8]>>; Encoding::COUNT],
-}
-
-impl Message {
-    fn new(mailbox: Arc<str>, cursor: Cursor, payload: Box<[u8]>, now: Instant) -> Message {
-        Message {
-            mailbox,
-            id: cursor.to_text().into_boxed_str(),
-            cursor,
-            payload,
-            published_at: now,
-            encodings: Default::default(),
-        }
-    }
-
-    pub fn seq(&self) -> u64 {
-        self.cursor.seq
-    }
-
-    /// The message's bytes for one transport, built once and shared.
-    pub fn encoded(&self, kind: Encoding) -> &[u8] {
-        self.encodings[kind as usize].get_or_init(|| encode::encode(kind, self))
-    }
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Message")
-            .field("mailbox", &self.mailbox)
-            .field("id", &self.id)
-            .field("len", &self.payload.len())
-            .finish()
-    }
-}
-
-/// Limits the store enforces, taken from the config.
-#[derive(Clone, Debug)]
-pub struct StoreLimits {
-    pub max_messages: usize,
-    pub message_ttl: Duration,
-    pub max_message_size: usize,
-    pub max_mailboxes: usize,
-    pub max_subscribers: usize,
-    pub max_mailbox_bytes: usize,
-    pub max_memory: usize,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum StoreError {
-    BadName,
-    TooLarge { limit: usize },
-    TooManyMailboxes { limit: usize },
-    TooManySubscribers { limit: usize },
-    OutOfMemory { limit: usize },
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::BadName => write!(
-                f,
-                "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ -"
-            ),
-            StoreError::TooLarge { limit } => {
-                write!(
-                    f,
-                    "message exceeds mailbox.max-message-size ({limit} bytes)"
-                )
-            }
-            StoreError::TooManyMailboxes { limit } => {
-                write!(f, "too many mailboxes (mailbox.max-mailboxes = {limit})")
-            }
-            StoreError::TooManySubscribers { limit } => write!(
-                f,
-                "too many subscribers on this mailbox (mailbox.max-subscribers = {limit})"
-            ),
-            StoreError::OutOfMemory { limit } => write!(
-                f,
-                "retained messages would exceed mailbox.max-memory ({limit} bytes)"
-            ),
-        }
-    }
-}
-
-/// Counters the store keeps; read by INFO.
-#[derive(Default)]
-pub struct StoreStats {
-    pub published: AtomicU64,
-    pub evicted_by_count: AtomicU64,
-    pub evicted_by_ttl: AtomicU64,
-    pub evicted_by_memory: AtomicU64,
-    pub rejected_publishes: AtomicU64,
-    pub rejected_too_large: AtomicU64,
-    pub rejected_mailbox_limit: AtomicU64,
-    pub rejected_subscriber_limit: AtomicU64,
-    pub rejected_out_of_memory: AtomicU64,
-}
-
-/// Outcome of a publish: the stored message, the workers that hold
-/// subscribers of its mailbox (a bit per worker) and how many subscriber
-/// connections that is right now (PUBLISH's reply).
-#[derive(Debug)]
-pub struct Published {
-    pub message: Arc<Message>,
-    pub workers: u64,
-    pub receivers: u64,
-}
-
-/// When a subscriber wants to be registered for live messages.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Register {
-    /// Long-poll: only if there is nothing to deliver at once.
-    IfIdle,
-    /// Streams: always, after the backlog.
-    Always,
-    /// HEAD: just look.
-    Never,
-}
-
-/// What a subscriber finds when it attaches to a mailbox.
-pub struct Attach {
-    /// Retained messages after the cursor, oldest first.
-    pub backlog: Vec<Arc<Message>>,
-    /// The cursor fell out of the retained history, or belongs to another
-    /// incarnation of the mailbox (a restart, a DEL): something may be lost.
-    pub missed: bool,
-    /// Where the subscriber stands after the backlog.
-    pub position: Cursor,
-    pub registered: bool,
-}
 
 struct Mailbox {
     name: Arc<str>,
@@ -245,9 +44,13 @@ struct Mailbox {
     messages: VecDeque<Arc<Message>>,
     bytes: usize,
     /// Subscriber connections per worker. A worker may count a connection a
-    /// little longer than it waits (it detaches in batches), never shorter:
-    /// over-counting costs a wasted announcement, under-counting a lost message.
+    /// little longer than it waits (until its detach runs, at the end of the
+    /// event that ended it), never shorter: over-counting costs a wasted
+    /// announcement, under-counting a lost message.
     subscribers: Box<[u32]>,
+    /// Counted against `mailbox.max-mailboxes`: it has held mail. An entry
+    /// that only holds waiting subscribers is not.
+    counted: bool,
     idle_since: Option<Instant>,
 }
 
@@ -272,12 +75,15 @@ impl Mailbox {
             .fold(0, |mask, (w, _)| mask | (1 << w))
     }
 
+    /// Nothing left that a reader could need: no mail, no subscribers, and
+    /// either no history a cursor could point into or the grace passed.
     fn is_forgettable(&self, now: Instant, grace: Duration) -> bool {
         self.messages.is_empty()
             && self.subscriber_total() == 0
-            && self
-                .idle_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= grace)
+            && (self.last_seq == 0
+                || self
+                    .idle_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= grace))
     }
 
     fn touch_idle(&mut self, now: Instant) {
@@ -294,14 +100,16 @@ impl Mailbox {
         let Some(since) = since else {
             return (self.messages.iter().cloned().collect(), false);
         };
-        if !since.same_incarnation(&position) || since.seq > self.last_seq {
+        let unborn = since.generation != position.generation;
+        if !since.reads(&position) || (!unborn && since.seq > self.last_seq) {
             return (self.messages.iter().cloned().collect(), true);
         }
+        let since_seq = if unborn { 0 } else { since.seq };
         let first_retained = self.messages.front().map_or(self.last_seq + 1, |m| m.seq());
-        let missed = since.seq + 1 < first_retained;
+        let missed = since_seq + 1 < first_retained;
         // Messages are in seq order with no gaps, so the first wanted one is
         // at a computable offset.
-        let skip = (since.seq + 1).saturating_sub(first_retained) as usize;
+        let skip = (since_seq + 1).saturating_sub(first_retained) as usize;
         (self.messages.iter().skip(skip).cloned().collect(), missed)
     }
 }
@@ -310,26 +118,33 @@ struct Shard {
     boxes: HashMap<Arc<str>, Mailbox>,
 }
 
-pub struct Store {
+pub struct LocalStore {
     shards: Box<[Mutex<Shard>]>,
     /// Start of this store in microseconds since the Unix epoch: the first part
     /// of every id, so cursors from an earlier process are recognised.
     epoch: u64,
+    /// Generation 0 is the unborn incarnation (see [`Cursor::unborn`]).
     next_generation: AtomicU64,
     mailboxes: AtomicUsize,
     retained_bytes: AtomicUsize,
+    /// Payload plus cached encodings of retained messages; shared with each
+    /// message, which adds its encodings as they are built.
+    memory: Arc<AtomicUsize>,
     workers: usize,
     limits: StoreLimits,
     pub stats: StoreStats,
 }
 
-impl Store {
-    pub fn new(limits: StoreLimits, workers: usize) -> Store {
-        assert!((1..=64).contains(&workers), "1 to 64 workers (a u64 mask)");
+impl LocalStore {
+    pub fn new(limits: StoreLimits, workers: usize) -> LocalStore {
+        assert!(
+            (1..=MAX_WORKERS).contains(&workers),
+            "1 to {MAX_WORKERS} workers (a u64 mask)"
+        );
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
-        Store {
+        LocalStore {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
@@ -341,6 +156,7 @@ impl Store {
             next_generation: AtomicU64::new(1),
             mailboxes: AtomicUsize::new(0),
             retained_bytes: AtomicUsize::new(0),
+            memory: Arc::new(AtomicUsize::new(0)),
             workers,
             limits,
             stats: StoreStats::default(),
@@ -359,53 +175,79 @@ impl Store {
         self.retained_bytes.load(Ordering::Relaxed)
     }
 
+    pub fn memory_used(&self) -> usize {
+        self.memory.load(Ordering::Relaxed)
+    }
+
     fn shard(&self, name: &str) -> MutexGuard<'_, Shard> {
         let mut hasher = DefaultHasher::new();
         name.hash(&mut hasher);
         let index = hasher.finish() as usize % SHARDS;
-        // A poisoned shard means a panic while holding it; the data is plain
-        // and still consistent enough to serve, so carry on rather than
-        // taking every later publish down with it.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shards[index])
     }
 
-    fn new_mailbox(&self, name: &str) -> Result<Mailbox, StoreError> {
-        let limit = self.limits.max_mailboxes;
-        if self
-            .mailboxes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .is_err()
-        {
-            return Err(StoreError::TooManyMailboxes { limit });
-        }
-        Ok(Mailbox {
+    /// A mailbox entry that holds no mail yet (and so is not counted).
+    fn new_mailbox(&self, name: &str) -> Mailbox {
+        Mailbox {
             name: Arc::from(name),
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
             last_seq: 0,
             messages: VecDeque::new(),
             bytes: 0,
             subscribers: vec![0; self.workers].into_boxed_slice(),
+            counted: false,
             idle_since: None,
-        })
+        }
     }
 
-    fn entry<'s>(&self, shard: &'s mut Shard, name: &str) -> Result<&'s mut Mailbox, StoreError> {
+    fn entry<'s>(&self, shard: &'s mut Shard, name: &str) -> &'s mut Mailbox {
         if !shard.boxes.contains_key(name) {
-            let mailbox = self.new_mailbox(name)?;
+            let mailbox = self.new_mailbox(name);
             shard.boxes.insert(mailbox.name.clone(), mailbox);
         }
-        Ok(shard.boxes.get_mut(name).expect("inserted above"))
+        shard.boxes.get_mut(name).expect("inserted above")
+    }
+
+    /// Counts a mailbox against `mailbox.max-mailboxes` when it first
+    /// receives mail.
+    fn count_mailbox(&self, mailbox: &mut Mailbox) -> Result<(), StoreError> {
+        if mailbox.counted {
+            return Ok(());
+        }
+        let limit = self.limits.max_mailboxes;
+        self.mailboxes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| StoreError::TooManyMailboxes { limit })?;
+        mailbox.counted = true;
+        Ok(())
+    }
+
+    /// Removes `name` if nothing in it is needed any more.
+    fn forget_if_unneeded(&self, shard: &mut Shard, name: &str, now: Instant, grace: Duration) {
+        if shard
+            .boxes
+            .get(name)
+            .is_some_and(|m| m.is_forgettable(now, grace))
+            && let Some(mailbox) = shard.boxes.remove(name)
+            && mailbox.counted
+        {
+            self.mailboxes.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        self.limits.message_ttl.max(MIN_IDLE_BEFORE_FORGET)
     }
 
     fn drop_front(&self, mailbox: &mut Mailbox) {
         if let Some(old) = mailbox.messages.pop_front() {
-            mailbox.bytes -= old.payload.len();
-            self.retained_bytes
-                .fetch_sub(old.payload.len(), Ordering::Relaxed);
+            let len = old.payload.len();
+            mailbox.bytes -= len;
+            self.retained_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.memory
+                .fetch_sub(len + old.release_encodings(), Ordering::Relaxed);
         }
     }
 
@@ -468,7 +310,7 @@ impl Store {
             let limit = self.limits.max_memory.min(self.limits.max_mailbox_bytes);
             return Err(StoreError::OutOfMemory { limit });
         }
-        if self.retained_bytes() + len > self.limits.max_memory {
+        if self.memory_used() + len > self.limits.max_memory {
             // Free a little more than needed so that a store at its cap does
             // not rescan on every publish. Done before taking our own shard
             // lock: a thread never holds two.
@@ -476,7 +318,11 @@ impl Store {
             self.reclaim(self.limits.max_memory.saturating_sub(len + slack));
         }
         let mut shard = self.shard(name);
-        let mailbox = self.entry(&mut shard, name)?;
+        let mailbox = self.entry(&mut shard, name);
+        if let Err(e) = self.count_mailbox(mailbox) {
+            self.forget_if_unneeded(&mut shard, name, now, self.grace());
+            return Err(e);
+        }
         self.expire(mailbox, now);
 
         // Make room: by count, then per-mailbox bytes, then the global memory
@@ -503,11 +349,13 @@ impl Store {
             cursor,
             payload.into_boxed_slice(),
             now,
+            self.memory.clone(),
         ));
         mailbox.messages.push_back(message.clone());
         mailbox.bytes += len;
         mailbox.idle_since = None;
         self.retained_bytes.fetch_add(len, Ordering::Relaxed);
+        self.memory.fetch_add(len, Ordering::Relaxed);
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(Published {
             message,
@@ -517,14 +365,14 @@ impl Store {
     }
 
     /// Evicts the oldest messages of the whole store until at most `target`
-    /// bytes are retained (`mailbox.max-memory`). Each round takes the
+    /// bytes of memory are used (`mailbox.max-memory`). Each round takes the
     /// front (oldest) message of every mailbox in age order, so the store
     /// sheds its globally oldest mail first; readers see it as `missed`.
     fn reclaim(&self, target: usize) {
-        while self.retained_bytes() > target {
+        while self.memory_used() > target {
             let mut fronts: Vec<(Instant, usize, Arc<str>)> = Vec::new();
             for (index, shard) in self.shards.iter().enumerate() {
-                let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                let shard = lock(shard);
                 fronts.extend(shard.boxes.values().filter_map(|m| {
                     m.messages
                         .front()
@@ -536,10 +384,10 @@ impl Store {
             }
             fronts.sort_unstable_by_key(|f| f.0);
             for (_, index, name) in fronts {
-                if self.retained_bytes() <= target {
+                if self.memory_used() <= target {
                     return;
                 }
-                let mut shard = self.shards[index].lock().unwrap_or_else(|p| p.into_inner());
+                let mut shard = lock(&self.shards[index]);
                 if let Some(mailbox) = shard.boxes.get_mut(&*name) {
                     self.drop_front(mailbox);
                     self.stats.evicted_by_memory.fetch_add(1, Ordering::Relaxed);
@@ -548,8 +396,6 @@ impl Store {
         }
     }
 
-    /// Reads the backlog after `since` and, per `register`, counts one more
-    /// subscriber of this mailbox on `worker`, atomically.
     pub fn attach(
         &self,
         name: &str,
@@ -574,7 +420,9 @@ impl Store {
         now: Instant,
     ) -> Result<Attach, StoreError> {
         let mut shard = self.shard(name);
-        let mailbox = self.entry(&mut shard, name)?;
+        let Some(mailbox) = shard.boxes.get_mut(name) else {
+            return self.attach_unborn(&mut shard, name, since, worker, register);
+        };
         self.expire(mailbox, now);
         let (backlog, missed) = mailbox.after(self.epoch, since);
         let position = match (backlog.last(), since) {
@@ -603,8 +451,42 @@ impl Store {
         })
     }
 
-    /// The slow path for a subscriber that saw a gap: everything after its
-    /// cursor, and whether it lost something.
+    /// A read of a mailbox that does not exist: nothing to deliver, the
+    /// unborn position, and an entry only if a subscriber waits.
+    fn attach_unborn(
+        &self,
+        shard: &mut Shard,
+        name: &str,
+        since: Option<&Cursor>,
+        worker: usize,
+        register: Register,
+    ) -> Result<Attach, StoreError> {
+        let unborn = Cursor::unborn(self.epoch);
+        // A cursor into an incarnation that is gone (deleted, forgotten, or
+        // another process's) may have lost mail.
+        let missed = since.is_some_and(|c| !c.reads(&unborn));
+        let wants = match register {
+            Register::Always => true,
+            Register::IfIdle => !missed,
+            Register::Never => false,
+        };
+        if wants {
+            // The first subscriber of a mailbox is always within
+            // `max-subscribers` (at least 1 when set).
+            self.entry(shard, name).subscribers[worker] += 1;
+        }
+        let position = match since {
+            Some(c) if !missed => *c,
+            _ => unborn,
+        };
+        Ok(Attach {
+            backlog: Vec::new(),
+            missed,
+            position,
+            registered: wants,
+        })
+    }
+
     pub fn read_after(
         &self,
         name: &str,
@@ -617,11 +499,21 @@ impl Store {
                 self.expire(mailbox, now);
                 mailbox.after(self.epoch, Some(since))
             }
-            None => (Vec::new(), true),
+            None => (Vec::new(), !since.reads(&Cursor::unborn(self.epoch))),
         }
     }
 
-    /// Forgets `count` subscribers of `name` on `worker`.
+    pub fn position(&self, name: &str, now: Instant) -> Cursor {
+        let mut shard = self.shard(name);
+        match shard.boxes.get_mut(name) {
+            Some(mailbox) => {
+                self.expire(mailbox, now);
+                mailbox.position(self.epoch)
+            }
+            None => Cursor::unborn(self.epoch),
+        }
+    }
+
     pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) {
         let mut shard = self.shard(name);
         if let Some(mailbox) = shard.boxes.get_mut(name) {
@@ -629,6 +521,8 @@ impl Store {
             debug_assert!(*n >= count, "detaching more subscribers than attached");
             *n = n.saturating_sub(count);
             mailbox.touch_idle(now);
+            // A waiting subscriber's entry goes with it.
+            self.forget_if_unneeded(&mut shard, name, now, self.grace());
         }
     }
 
@@ -650,12 +544,8 @@ impl Store {
         }
         mailbox.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         mailbox.last_seq = 0;
-        if mailbox.subscriber_total() == 0 {
-            shard.boxes.remove(name);
-            self.mailboxes.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            mailbox.touch_idle(now);
-        }
+        mailbox.touch_idle(now);
+        self.forget_if_unneeded(&mut shard, name, now, self.grace());
         had_messages
     }
 
@@ -670,39 +560,58 @@ impl Store {
     }
 
     /// Names of mailboxes that have subscribers right now (PUBSUB CHANNELS).
+    /// Each shard is locked only to copy its names; `keep` (a pattern, say)
+    /// runs with no lock held, so a slow filter stalls nobody.
     pub fn active_names(&self, mut keep: impl FnMut(&str) -> bool) -> Vec<Arc<str>> {
         let mut names = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let shard = lock(shard);
             names.extend(
                 shard
                     .boxes
                     .values()
-                    .filter(|m| m.subscriber_total() > 0 && keep(&m.name))
+                    .filter(|m| m.subscriber_total() > 0)
                     .map(|m| m.name.clone()),
             );
         }
+        names.retain(|name| keep(name));
         names
     }
 
-    /// Drops expired messages and forgets idle empty mailboxes. Called about
-    /// once a second; each shard is locked only for its own pass.
+    /// Drops expired messages, forgets idle empty mailboxes, and brings the
+    /// store back under `mailbox.max-memory` if cached encodings grew past
+    /// it since the last publish. Each shard is locked only for its own pass.
     pub fn sweep(&self, now: Instant) {
-        let grace = self.limits.message_ttl.max(MIN_IDLE_BEFORE_FORGET);
+        let grace = self.grace();
         for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = shard.boxes.len();
+            let mut shard = lock(shard);
+            let mut forgotten = 0;
             shard.boxes.retain(|_, mailbox| {
                 self.expire(mailbox, now);
                 mailbox.touch_idle(now);
-                !mailbox.is_forgettable(now, grace)
+                let forget = mailbox.is_forgettable(now, grace);
+                if forget && mailbox.counted {
+                    forgotten += 1;
+                }
+                !forget
             });
-            let forgotten = before - shard.boxes.len();
             if forgotten > 0 {
                 self.mailboxes.fetch_sub(forgotten, Ordering::Relaxed);
             }
         }
+        if self.memory_used() > self.limits.max_memory {
+            self.reclaim(self.limits.max_memory);
+        }
     }
+}
+
+/// A poisoned shard means a panic while holding it; the data is plain and
+/// still consistent enough to serve, so carry on rather than taking every
+/// later publish down with it.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -738,25 +647,8 @@ mod tests {
     }
 
     #[test]
-    fn cursor_roundtrip_and_rejects_garbage() {
-        let c = Cursor {
-            store: 0x18a3f2b1c0d9e,
-            generation: 0x1f,
-            seq: 42,
-        };
-        let text = c.to_text();
-        assert_eq!(text, "18a3f2b1c0d9e.1f-0000000042");
-        assert_eq!(Cursor::parse(text.as_bytes()), Some(c));
-        for bad in [
-            "", "abc", "1-2", "x.1-2", "1.1-", "1.1-x", "1.1-2-", ".1-2", "1.-2", "1.1--2",
-        ] {
-            assert_eq!(Cursor::parse(bad.as_bytes()), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn ids_increase_and_sort_as_strings() {
-        let store = Store::new(limits(), 1);
+        let store = LocalStore::new(limits(), 1);
         let now = Instant::now();
         let mut last = String::new();
         for _ in 0..12 {
@@ -768,7 +660,7 @@ mod tests {
 
     #[test]
     fn backlog_after_cursor_and_missed_on_eviction() {
-        let store = Store::new(limits(), 1);
+        let store = LocalStore::new(limits(), 1);
         let now = Instant::now();
         let ids: Vec<Cursor> = (0..3)
             .map(|i| store.publish(b"box", vec![i], now).unwrap().message.cursor)
@@ -809,7 +701,7 @@ mod tests {
 
     #[test]
     fn ttl_expiry_shows_as_missed_only_to_those_who_lost_mail() {
-        let store = Store::new(limits(), 1);
+        let store = LocalStore::new(limits(), 1);
         let t0 = Instant::now();
         let first = store
             .publish(b"box", b"a".to_vec(), t0)
@@ -834,7 +726,7 @@ mod tests {
 
     #[test]
     fn foreign_or_future_cursor_is_missed_with_everything() {
-        let store = Store::new(limits(), 1);
+        let store = LocalStore::new(limits(), 1);
         let now = Instant::now();
         let c = store
             .publish(b"box", b"a".to_vec(), now)
@@ -865,7 +757,7 @@ mod tests {
 
     #[test]
     fn delete_starts_a_new_incarnation() {
-        let store = Store::new(limits(), 1);
+        let store = LocalStore::new(limits(), 1);
         let now = Instant::now();
         let c = store
             .publish(b"box", b"a".to_vec(), now)
@@ -886,7 +778,7 @@ mod tests {
 
     #[test]
     fn publish_reports_workers_and_receivers() {
-        let store = Store::new(limits(), 3);
+        let store = LocalStore::new(limits(), 3);
         let now = Instant::now();
         store.attach("box", None, 2, Register::Always, now).unwrap();
         store.attach("box", None, 2, Register::Always, now).unwrap();
@@ -903,7 +795,7 @@ mod tests {
 
     #[test]
     fn limits_refuse_cleanly() {
-        let store = Store::new(limits(), 1);
+        let store = LocalStore::new(limits(), 1);
         let now = Instant::now();
         assert_eq!(
             store.publish(b"a/b", vec![], now).unwrap_err(),
@@ -928,7 +820,7 @@ mod tests {
         let mut l = limits();
         l.max_messages = 100;
         l.max_mailbox_bytes = 250;
-        let store = Store::new(l, 1);
+        let store = LocalStore::new(l, 1);
         let now = Instant::now();
         for i in 0..5u8 {
             store.publish(b"box", vec![i; 100], now).unwrap();
@@ -944,7 +836,7 @@ mod tests {
         l.max_messages = 100;
         l.max_memory = 1000;
         l.max_mailbox_bytes = 1000;
-        let store = Store::new(l, 1);
+        let store = LocalStore::new(l, 1);
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         store.publish(b"old", vec![0; 300], at(0)).unwrap();
@@ -981,7 +873,7 @@ mod tests {
 
     #[test]
     fn sweep_forgets_idle_mailboxes_only_after_grace() {
-        let store = Store::new(limits(), 1);
+        let store = LocalStore::new(limits(), 1);
         let t0 = Instant::now();
         store.publish(b"box", b"a".to_vec(), t0).unwrap();
         store.sweep(t0 + Duration::from_secs(11));
@@ -993,5 +885,94 @@ mod tests {
         store.sweep(t0 + Duration::from_secs(11 + 61));
         assert_eq!(store.mailbox_count(), 0);
         assert_eq!(store.retained_bytes(), 0);
+    }
+
+    #[test]
+    fn reads_of_a_mailbox_that_does_not_exist_create_nothing() {
+        let mut l = limits();
+        l.max_mailboxes = 1;
+        let store = LocalStore::new(l, 1);
+        let now = Instant::now();
+        for i in 0..1000 {
+            let name = format!("nobody-{i}");
+            let a = store.attach(&name, None, 0, Register::Never, now).unwrap();
+            assert!(a.backlog.is_empty() && !a.missed && !a.registered);
+            assert_eq!(a.position.generation, Cursor::UNBORN_GENERATION);
+        }
+        assert_eq!(store.mailbox_count(), 0);
+        // A publisher still finds room.
+        store.publish(b"real", b"x".to_vec(), now).unwrap();
+    }
+
+    #[test]
+    fn a_waiting_subscriber_is_counted_apart_and_freed_when_it_leaves() {
+        let mut l = limits();
+        l.max_mailboxes = 1;
+        let store = LocalStore::new(l, 1);
+        let now = Instant::now();
+        for i in 0..10 {
+            let a = store
+                .attach(&format!("w{i}"), None, 0, Register::IfIdle, now)
+                .unwrap();
+            assert!(a.registered);
+        }
+        assert_eq!(store.mailbox_count(), 0, "waiting is not a mailbox");
+        assert_eq!(store.subscriber_count(b"w3"), 1);
+        for i in 0..10 {
+            store.detach(&format!("w{i}"), 0, 1, now);
+        }
+        assert!(store.active_names(|_| true).is_empty());
+        assert_eq!(lock(&store.shards[0]).boxes.len(), 0);
+        let total: usize = store.shards.iter().map(|s| lock(s).boxes.len()).sum();
+        assert_eq!(total, 0, "nothing kept for empty mailboxes");
+        store.publish(b"w0", b"x".to_vec(), now).unwrap();
+        assert_eq!(store.mailbox_count(), 1);
+    }
+
+    #[test]
+    fn an_unborn_cursor_receives_the_first_message_without_missed() {
+        let store = LocalStore::new(limits(), 1);
+        let now = Instant::now();
+        let a = store.attach("box", None, 0, Register::IfIdle, now).unwrap();
+        store.detach("box", 0, 1, now);
+        store.publish(b"box", b"first".to_vec(), now).unwrap();
+        let b = store
+            .attach("box", Some(&a.position), 0, Register::IfIdle, now)
+            .unwrap();
+        assert!(!b.missed);
+        assert_eq!(seqs(&b.backlog), vec![1]);
+        // A cursor of another process's store is told it missed.
+        let foreign = Cursor::unborn(a.position.store + 1);
+        assert!(store.read_after("box", &foreign, now).1);
+        assert!(store.read_after("nothing", &foreign, now).1);
+        assert!(!store.read_after("nothing", &a.position, now).1);
+    }
+
+    #[test]
+    fn cached_encodings_count_against_max_memory() {
+        let mut l = limits();
+        l.max_messages = 100;
+        l.max_memory = 1000;
+        let store = LocalStore::new(l, 1);
+        let now = Instant::now();
+        let p = store.publish(b"a", vec![b'<'; 100], now).unwrap();
+        // Escaping `<` as \u003c makes the JSON six times the payload.
+        p.message.encoded_with(0, |m| vec![0; m.payload.len() * 6]);
+        assert_eq!(store.memory_used(), 700);
+        assert_eq!(store.retained_bytes(), 100);
+        store.publish(b"b", vec![0; 400], now).unwrap();
+        assert!(store.memory_used() <= 1000, "{}", store.memory_used());
+        assert_eq!(
+            store
+                .read_after("a", &Cursor::unborn(store.epoch), now)
+                .0
+                .len(),
+            0
+        );
+        // Encodings built after eviction are not the store's.
+        p.message.encoded_with(1, |_| vec![0; 500]);
+        assert!(store.memory_used() <= 1000);
+        store.sweep(now);
+        assert!(store.memory_used() <= 1000);
     }
 }

@@ -1,70 +1,15 @@
-//! HTTP/1.x request heads in, response heads out. Pure functions over byte
-//! slices: no sockets here, so every rule is unit-testable and fuzzable.
+//! Request heads in: a pure function over byte slices, so every rule is
+//! unit-testable and fuzzable.
 //!
 //! We only ever answer GET/HEAD/OPTIONS on a handful of paths, so the parser
 //! is strict where leniency would open request-smuggling holes: both
 //! Content-Length and Transfer-Encoding, a repeated Content-Length, or a
 //! request body in a transfer coding are refused outright.
 
-use std::io::Write;
+use super::{Method, Status};
 
 /// More headers than this is 431: browsers send ~15, proxies add a few.
 const MAX_HEADERS: usize = 64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Options,
-    Other,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Ok = 200,
-    NoContent = 204,
-    NotModified = 304,
-    SwitchingProtocols = 101,
-    BadRequest = 400,
-    Unauthorized = 401,
-    Forbidden = 403,
-    NotFound = 404,
-    MethodNotAllowed = 405,
-    RequestTimeout = 408,
-    PayloadTooLarge = 413,
-    UpgradeRequired = 426,
-    HeaderFieldsTooLarge = 431,
-    NotImplemented = 501,
-    ServiceUnavailable = 503,
-    VersionNotSupported = 505,
-}
-
-impl Status {
-    pub fn code(self) -> u16 {
-        self as u16
-    }
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::NoContent => "No Content",
-            Status::NotModified => "Not Modified",
-            Status::SwitchingProtocols => "Switching Protocols",
-            Status::BadRequest => "Bad Request",
-            Status::Unauthorized => "Unauthorized",
-            Status::Forbidden => "Forbidden",
-            Status::NotFound => "Not Found",
-            Status::MethodNotAllowed => "Method Not Allowed",
-            Status::RequestTimeout => "Request Timeout",
-            Status::PayloadTooLarge => "Payload Too Large",
-            Status::UpgradeRequired => "Upgrade Required",
-            Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
-            Status::NotImplemented => "Not Implemented",
-            Status::ServiceUnavailable => "Service Unavailable",
-            Status::VersionNotSupported => "HTTP Version Not Supported",
-        }
-    }
-}
 
 /// A request head, borrowing from the read buffer.
 #[derive(Debug, Default)]
@@ -87,7 +32,9 @@ pub struct Request<'b> {
     pub connection_upgrade: bool,
     pub websocket_key: Option<&'b [u8]>,
     pub websocket_version: Option<&'b [u8]>,
-    pub access_control_request_method: bool,
+    pub referer: Option<&'b [u8]>,
+    /// `Accept-Encoding` lists gzip (with a q-value above 0).
+    pub accepts_gzip: bool,
 }
 
 impl Request<'_> {
@@ -147,13 +94,12 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
         Some("OPTIONS") => Method::Options,
         _ => Method::Other,
     };
-    let target = req.path.unwrap_or("").as_bytes();
-    if !target.starts_with(b"/") {
+    let Some(target) = request_target(req.path.unwrap_or("").as_bytes(), method) else {
         return Parsed::Invalid(
             Status::BadRequest,
-            "request target must be an absolute path",
+            "request target must be an absolute path, an absolute URI, or * with OPTIONS",
         );
-    }
+    };
     let (path, query) = match target.iter().position(|&b| b == b'?') {
         Some(q) => (&target[..q], &target[q + 1..]),
         None => (target, &target[target.len()..]),
@@ -215,8 +161,10 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
             out.websocket_key = Some(value);
         } else if name.eq_ignore_ascii_case(b"sec-websocket-version") {
             out.websocket_version = Some(value);
-        } else if name.eq_ignore_ascii_case(b"access-control-request-method") {
-            out.access_control_request_method = true;
+        } else if name.eq_ignore_ascii_case(b"referer") {
+            out.referer = Some(value);
+        } else if name.eq_ignore_ascii_case(b"accept-encoding") {
+            out.accepts_gzip |= accepts_coding(value, b"gzip");
         }
     }
     if transfer_encoding {
@@ -241,6 +189,47 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
     }
     out.content_length = content_length.unwrap_or(0);
     Parsed::Complete(out, head_len)
+}
+
+/// The path and query of a request target (RFC 9112 3.2): the origin form
+/// `/path?q`; the absolute form `http://host/path?q`, which a server MUST
+/// accept (3.2.2; the authority is ignored, as Host is what routes); and
+/// `*`, only with OPTIONS (3.2.4).
+fn request_target(target: &[u8], method: Method) -> Option<&[u8]> {
+    if target.starts_with(b"/") {
+        return Some(target);
+    }
+    if target == b"*" {
+        return (method == Method::Options).then_some(target);
+    }
+    let scheme_len = target.iter().position(|&b| b == b':')?;
+    let scheme = &target[..scheme_len];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+        return None;
+    }
+    let rest = target[scheme_len + 1..].strip_prefix(b"//")?;
+    let path_start = rest.iter().position(|&b| b == b'/' || b == b'?')?;
+    match rest[path_start] {
+        b'/' => Some(&rest[path_start..]),
+        // `http://host?q` has an empty path, which is `/`; not worth a copy.
+        _ => None,
+    }
+}
+
+/// Whether an `Accept-Encoding` value accepts `coding` (RFC 9110 12.5.3):
+/// listed, and not with `q=0`.
+fn accepts_coding(value: &[u8], coding: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|item| {
+        let mut params = item.split(|&b| b == b';');
+        let name = params.next().unwrap_or_default().trim_ascii();
+        name.eq_ignore_ascii_case(coding)
+            && !params.any(|p| {
+                let p = p.trim_ascii();
+                p.len() >= 2
+                    && p[..2].eq_ignore_ascii_case(b"q=")
+                    && p[2..].iter().all(|&b| b == b'0' || b == b'.')
+            })
+    })
 }
 
 /// `Accept: text/event-stream` may carry parameters or q-values.
@@ -289,78 +278,6 @@ pub fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-/// Writes a status line and the headers every response carries.
-pub fn write_head(out: &mut Vec<u8>, status: Status, http11: bool, date: &[u8]) {
-    let version: &[u8] = if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " };
-    out.extend_from_slice(version);
-    let _ = write!(out, "{} {}\r\n", status.code(), status.reason());
-    out.extend_from_slice(b"Server: cometbox/");
-    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-    out.extend_from_slice(b"\r\nDate: ");
-    out.extend_from_slice(date);
-    out.extend_from_slice(b"\r\n");
-}
-
-pub fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-pub fn write_content_length(out: &mut Vec<u8>, len: usize) {
-    let _ = write!(out, "Content-Length: {len}\r\n");
-}
-
-/// The connection header a response needs given what was asked: HTTP/1.1
-/// keeps alive unless told otherwise, HTTP/1.0 only when asked.
-pub fn write_connection(out: &mut Vec<u8>, http11: bool, keep_alive: bool) {
-    match (http11, keep_alive) {
-        (true, false) => out.extend_from_slice(b"Connection: close\r\n"),
-        (false, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        _ => {}
-    }
-}
-
-/// Chunk header for chunked transfer coding.
-pub fn write_chunk_header(out: &mut Vec<u8>, len: usize) {
-    let _ = write!(out, "{len:x}\r\n");
-}
-
-/// The cached `Date` header value, refreshed once a second by the worker.
-pub struct DateCache {
-    value: Vec<u8>,
-    second: u64,
-}
-
-impl Default for DateCache {
-    fn default() -> Self {
-        let mut cache = DateCache {
-            value: Vec::new(),
-            second: u64::MAX,
-        };
-        cache.refresh();
-        cache
-    }
-}
-
-impl DateCache {
-    pub fn refresh(&mut self) {
-        let now = std::time::SystemTime::now();
-        let second = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if second != self.second {
-            self.second = second;
-            self.value = httpdate::fmt_http_date(now).into_bytes();
-        }
-    }
-
-    pub fn get(&self) -> &[u8] {
-        &self.value
-    }
 }
 
 #[cfg(test)]
@@ -436,6 +353,9 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
             ("GET nope HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http:/a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("\0\0\0\r\n\r\n", 400),
         ];
         for (raw, code) in cases {
@@ -482,5 +402,38 @@ mod tests {
                 (b"d".to_vec(), b"%zz%4".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn absolute_form_and_asterisk_are_accepted() {
+        let Parsed::Complete(r, _) = parse(
+            "GET http://example.com:8080/mailbox/alice?since=x HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.path, b"/mailbox/alice");
+        assert_eq!(r.query, b"since=x");
+        let Parsed::Complete(r, _) = parse("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n") else {
+            panic!()
+        };
+        assert_eq!((r.method(), r.path), (Method::Options, &b"*"[..]));
+    }
+
+    #[test]
+    fn gzip_acceptance_follows_q_values() {
+        for (value, gzip) in [
+            ("gzip, deflate, br", true),
+            ("br;q=1, GZIP;q=0.5", true),
+            ("gzip;q=0", false),
+            ("gzip; q=0.0", false),
+            ("identity", false),
+            ("x-gzip", false),
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: {value}\r\n\r\n");
+            let Parsed::Complete(r, _) = parse(&raw) else {
+                panic!()
+            };
+            assert_eq!(r.accepts_gzip, gzip, "{value}");
+        }
     }
 }

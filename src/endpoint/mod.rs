@@ -1,0 +1,159 @@
+//! What a request asks for, decided without sockets: the router maps a
+//! path to an [`Endpoint`], and each endpoint turns a parsed request into an
+//! [`Outcome`] (or an [`HttpError`]) that the worker acts on. Routing, auth
+//! and the choice of transport are unit-tested here.
+//!
+//! Endpoints today: the mailbox (`mailbox.url-prefix`), the browser client
+//! script, and `OPTIONS *`. Bayeux lands beside the mailbox.
+
+pub mod mailbox;
+pub mod script;
+
+use crate::http::{Cors, HttpError, Method, Request, Status};
+use crate::shared::Shared;
+use crate::store::{Cursor, Register};
+use crate::transport::{ReplyTo, Transport};
+
+/// Where a path leads.
+#[derive(Debug)]
+pub enum Endpoint<'r> {
+    /// `{url-prefix}{name}`: the name still percent-encoded.
+    Mailbox(&'r [u8]),
+    ClientScript(&'static script::ClientScript),
+    /// `OPTIONS *`: what the server as a whole allows.
+    Server,
+    NotFound,
+}
+
+pub fn route<'r>(req: &Request<'r>, url_prefix: &str) -> Endpoint<'r> {
+    if let Some(name) = req.path.strip_prefix(url_prefix.as_bytes()) {
+        return Endpoint::Mailbox(name);
+    }
+    if req.path == b"*" {
+        return Endpoint::Server;
+    }
+    match script::find(req.path) {
+        Some(script) => Endpoint::ClientScript(script),
+        None => Endpoint::NotFound,
+    }
+}
+
+/// What the worker knows of a request before any endpoint looks at it,
+/// and what every answer to it needs.
+#[derive(Debug)]
+pub struct Context {
+    pub http11: bool,
+    /// Keep the connection after the answer: the client asked, and the
+    /// gateway is not shutting down.
+    pub keep_alive: bool,
+    pub cors: Cors,
+}
+
+/// A complete response to write at once.
+#[derive(Debug)]
+pub struct Response {
+    pub status: Status,
+    /// Header lines beyond the ones every response carries, each ending
+    /// in CRLF; `Content-Length` is added from the body.
+    pub headers: Vec<u8>,
+    pub body: Body,
+    /// The head only (HEAD, 304): the length of `body` is still announced
+    /// unless `status` has no body.
+    pub head_only: bool,
+}
+
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    /// Embedded in the binary: queued by reference, never copied.
+    Static(&'static [u8]),
+}
+
+/// Attach to a mailbox, then hold, stream or upgrade as `transport` says.
+#[derive(Debug)]
+pub struct Subscribe {
+    pub mailbox: String,
+    pub since: Option<Cursor>,
+    pub transport: Transport,
+    pub reply: ReplyTo,
+    /// HEAD: answer what a GET would, without registering or a body.
+    pub head_only: bool,
+    /// The token's `exp` (Unix seconds): what is held open ends then.
+    pub token_expires_at: Option<u64>,
+    /// The client's `Sec-WebSocket-Key`, for the 101.
+    pub websocket_key: Option<Box<[u8]>>,
+}
+
+impl Subscribe {
+    /// When this subscriber wants to be counted for live messages.
+    pub fn register(&self) -> Register {
+        match (self.head_only, &self.transport) {
+            (true, _) => Register::Never,
+            (false, Transport::LongPoll | Transport::Jsonp) => Register::IfIdle,
+            (false, Transport::Stream(_) | Transport::WebSocket) => Register::Always,
+        }
+    }
+}
+
+/// What the worker does next.
+#[derive(Debug)]
+pub enum Outcome {
+    Respond(Response),
+    Subscribe(Box<Subscribe>),
+}
+
+/// Routes and runs the endpoint for one request.
+pub fn handle(req: &Request<'_>, ctx: &Context, shared: &Shared) -> Result<Outcome, HttpError> {
+    match route(req, &shared.config.mailbox.url_prefix) {
+        Endpoint::Mailbox(raw_name) => mailbox::handle(req, raw_name, ctx, shared),
+        Endpoint::ClientScript(script) => script::respond(req, script),
+        Endpoint::Server => match req.method() {
+            Method::Options => Ok(Outcome::Respond(Response {
+                status: Status::NoContent,
+                headers: b"Allow: GET, HEAD, OPTIONS\r\n".to_vec(),
+                body: Body::Empty,
+                head_only: true,
+            })),
+            _ => Err(HttpError::bad_request("* is a target for OPTIONS only")),
+        },
+        Endpoint::NotFound => Err(HttpError::new(Status::NotFound, "not found")),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::http::{Parsed, parse_request};
+
+    pub(crate) fn request(raw: &str) -> Request<'_> {
+        match parse_request(raw.as_bytes(), 8192) {
+            Parsed::Complete(req, _) => req,
+            other => panic!("bad test request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paths_route_to_their_endpoint() {
+        let route_of = |raw: &'static str| route(&request(raw), "/mailbox/");
+        assert!(matches!(
+            route_of("GET /mailbox/alice HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Endpoint::Mailbox(b"alice")
+        ));
+        assert!(matches!(
+            route_of("GET http://a/mailbox/bob?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Endpoint::Mailbox(b"bob")
+        ));
+        assert!(matches!(
+            route_of("GET /cometbox.js HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Endpoint::ClientScript(_)
+        ));
+        assert!(matches!(
+            route_of("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Endpoint::Server
+        ));
+        assert!(matches!(
+            route_of("GET /elsewhere HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Endpoint::NotFound
+        ));
+    }
+}

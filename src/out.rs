@@ -1,0 +1,300 @@
+//! The one output queue, used by browser and backend connections alike.
+//!
+//! Output is written at once; only what the socket would not take is queued.
+//! Three kinds of bytes wait differently: bytes built for this connection
+//! are copied, `'static` bytes (the embedded client script, literal framing)
+//! and a message's shared encodings wait by reference, never copied per
+//! connection. `pending_bytes` is what the caps of `conn` look at.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+/// A piece of output.
+pub enum Part<'a> {
+    /// Built for this response: copied if it must wait.
+    Copy(&'a [u8]),
+    /// Lives as long as the program: waits by reference.
+    Static(&'static [u8]),
+    /// A message's shared encoding: waits by reference count.
+    Shared(&'a Arc<[u8]>),
+}
+
+impl Part<'_> {
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Copy(b) => b,
+            Part::Static(b) => b,
+            Part::Shared(b) => b,
+        }
+    }
+}
+
+enum Chunk {
+    Owned(Vec<u8>),
+    Static(&'static [u8]),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(b) => b,
+            Chunk::Static(b) => b,
+            Chunk::Shared(b) => b,
+        }
+    }
+}
+
+/// Output that the socket has not taken yet. Empty (and unallocated) in the
+/// common case where the kernel takes everything at once.
+#[derive(Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    offset: usize,
+    /// Bytes waiting, for the caps.
+    pending: usize,
+}
+
+/// How many slices one `writev` gathers; enough to coalesce a backlog of
+/// small frames without a large stack array.
+const MAX_IOV: usize = 64;
+
+/// Most parts one [`OutQueue::send`] takes.
+pub const MAX_PARTS: usize = MAX_IOV;
+
+impl OutQueue {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending
+    }
+
+    /// Writes `parts` now if nothing is queued, and queues what the socket
+    /// did not take. An error means the peer is gone.
+    pub fn send<W: Write>(&mut self, sock: &mut W, parts: &[Part<'_>]) -> io::Result<()> {
+        if self.chunks.is_empty() {
+            // Callers pass a handful of parts (head, prefix, shared body, suffix).
+            assert!(parts.len() <= MAX_IOV, "too many parts for one write");
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            for (slot, part) in iov.iter_mut().zip(parts) {
+                *slot = IoSlice::new(part.bytes());
+            }
+            let mut written = write_all_vectored(sock, &iov[..parts.len()])?;
+            for part in parts {
+                let bytes = part.bytes();
+                if written >= bytes.len() {
+                    written -= bytes.len();
+                    continue;
+                }
+                self.push(part, written);
+                written = 0;
+            }
+            Ok(())
+        } else {
+            for part in parts {
+                self.push(part, 0);
+            }
+            self.flush(sock).map(|_| ())
+        }
+    }
+
+    /// Sends parts in groups of [`MAX_PARTS`]: one writev per group, and
+    /// whatever the socket refuses is queued with the rest behind it.
+    pub fn send_all<W: Write>(&mut self, sock: &mut W, parts: &[Part<'_>]) -> io::Result<()> {
+        parts
+            .chunks(MAX_PARTS)
+            .try_for_each(|group| self.send(sock, group))
+    }
+
+    fn push(&mut self, part: &Part<'_>, skip: usize) {
+        let len = part.bytes().len() - skip;
+        if len == 0 {
+            return;
+        }
+        let chunk = match part {
+            Part::Copy(b) => Chunk::Owned(b[skip..].to_vec()),
+            Part::Static(b) => Chunk::Static(&b[skip..]),
+            Part::Shared(b) => {
+                if self.chunks.is_empty() {
+                    self.offset = skip;
+                } else {
+                    debug_assert_eq!(skip, 0, "only the front chunk can be partly written");
+                }
+                Chunk::Shared(Arc::clone(b))
+            }
+        };
+        self.pending += len;
+        self.chunks.push_back(chunk);
+    }
+
+    /// Writes as much of the queue as the socket takes. Ok(true) when empty.
+    pub fn flush<W: Write>(&mut self, sock: &mut W) -> io::Result<bool> {
+        while !self.chunks.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOV).enumerate() {
+                let bytes = chunk.bytes();
+                iov[i] = IoSlice::new(if i == 0 { &bytes[self.offset..] } else { bytes });
+                n += 1;
+            }
+            let mut written = match sock.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.pending -= written;
+            while written > 0 {
+                let front_left = self.chunks[0].bytes().len() - self.offset;
+                if written >= front_left {
+                    written -= front_left;
+                    self.chunks.pop_front();
+                    self.offset = 0;
+                } else {
+                    self.offset += written;
+                    written = 0;
+                }
+            }
+        }
+        // Give back the ring buffer: an idle connection holds no allocation.
+        self.chunks = VecDeque::new();
+        Ok(true)
+    }
+}
+
+/// Writes slices until done or the socket would block; returns bytes written.
+fn write_all_vectored<W: Write>(sock: &mut W, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    let total: usize = iov.iter().map(|s| s.len()).sum();
+    let mut done = 0;
+    while done < total {
+        // Rebuild the slice list past what was written (rare: the kernel
+        // usually takes a whole small write).
+        let mut skip = done;
+        let mut rest = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for s in iov {
+            if skip >= s.len() {
+                skip -= s.len();
+                continue;
+            }
+            if n == MAX_IOV {
+                break;
+            }
+            rest[n] = IoSlice::new(&s[skip..]);
+            skip = 0;
+            n += 1;
+        }
+        match sock.write_vectored(&rest[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(w) => done += w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A socket that takes `budget` bytes, then says WouldBlock.
+    pub(crate) struct FakeSock {
+        pub taken: Vec<u8>,
+        pub budget: usize,
+    }
+
+    impl Write for FakeSock {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.budget);
+            self.budget -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_in_order_at_every_budget() {
+        let shared: Arc<[u8]> = Arc::from(&b"{\"id\":\"1\",\"data\":\"hello world\"}"[..]);
+        let expected: Vec<u8> =
+            [b"head:".as_slice(), &shared, b"tail", b"static", b"more"].concat();
+        for budget in 0..expected.len() + 2 {
+            let mut sock = FakeSock {
+                taken: Vec::new(),
+                budget,
+            };
+            let mut q = OutQueue::default();
+            q.send(
+                &mut sock,
+                &[
+                    Part::Copy(b"head:"),
+                    Part::Shared(&shared),
+                    Part::Copy(b"tail"),
+                    Part::Static(b"static"),
+                ],
+            )
+            .unwrap();
+            q.send(&mut sock, &[Part::Copy(b"more")]).unwrap();
+            assert_eq!(q.pending_bytes() + sock.taken.len(), expected.len());
+            // Drain in small steps.
+            while !q.is_empty() {
+                sock.budget = 3;
+                q.flush(&mut sock).unwrap();
+            }
+            assert_eq!(sock.taken, expected, "budget {budget}");
+            assert_eq!(q.pending_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn nothing_is_allocated_when_the_socket_takes_everything() {
+        let shared: Arc<[u8]> = Arc::from(&b"x"[..]);
+        let mut sock = FakeSock {
+            taken: Vec::new(),
+            budget: usize::MAX,
+        };
+        let mut q = OutQueue::default();
+        q.send(&mut sock, &[Part::Copy(b"a"), Part::Shared(&shared)])
+            .unwrap();
+        assert!(q.is_empty());
+        assert_eq!(q.chunks.capacity(), 0);
+    }
+
+    #[test]
+    fn static_and_shared_bytes_wait_by_reference() {
+        static BODY: [u8; 8192] = [b'j'; 8192];
+        let shared: Arc<[u8]> = Arc::from(vec![b's'; 4096]);
+        let mut sock = FakeSock {
+            taken: Vec::new(),
+            budget: 0,
+        };
+        let mut q = OutQueue::default();
+        for _ in 0..100 {
+            q.send(&mut sock, &[Part::Static(&BODY), Part::Shared(&shared)])
+                .unwrap();
+        }
+        assert_eq!(q.pending_bytes(), 100 * (8192 + 4096));
+        assert_eq!(Arc::strong_count(&shared), 101);
+        assert!(q.chunks.iter().all(|c| !matches!(c, Chunk::Owned(_))));
+    }
+}

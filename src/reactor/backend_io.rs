@@ -1,0 +1,108 @@
+//! Backend connections on a worker: adopt, read, run commands, write
+//! replies. Whether a backend is paused (its replies unread) is derived
+//! from its output queue after every flush, in one place.
+
+use log::warn;
+use mio::Interest;
+
+use super::{READ_BUDGET, Worker, backend_token};
+use crate::backend::{BackendConn, WorkerHub};
+use crate::metrics;
+use crate::net::BackendStream;
+
+/// A backend that does not read its replies stops being read once this much
+/// is waiting for it (like Redis' client output buffer limit, but pausing
+/// instead of disconnecting: the backend is trusted).
+const BACKEND_MAX_PENDING_REPLIES: usize = 1 << 20;
+
+impl Worker {
+    pub(super) fn adopt_backend(&mut self, mut sock: BackendStream) {
+        let entry = self.backends.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            backend_token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!("cannot register backend connection: {e}");
+            return;
+        }
+        let config = &self.shared.config.mailbox;
+        let backend = entry.insert(BackendConn::new(sock, key as u64, config));
+        metrics::inc(&self.shared.metrics.backend_connections_open);
+        metrics::inc(&self.shared.metrics.backend_connections_total);
+        if self.publishing_stopped {
+            // Shutting down: no new commands; close once told so.
+            backend.closing = true;
+            self.dead_backends.push(key);
+            return;
+        }
+        // A backend may have written before we registered it.
+        self.again.push(backend_token(key));
+    }
+
+    pub(super) fn backend_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(backend) = self.backends.get_mut(key) else {
+            return;
+        };
+        if backend.dead {
+            return;
+        }
+        if writable {
+            match backend.flush() {
+                Ok(true) if backend.closing => return self.kill_backend(key),
+                Ok(_) => self.after_backend_io(key),
+                Err(_) => return self.kill_backend(key),
+            }
+        }
+        if readable {
+            self.backend_read(key);
+        }
+    }
+
+    /// Pause while the replies waiting exceed the cap; resume (and read
+    /// what waited) as soon as they do not.
+    fn after_backend_io(&mut self, key: usize) {
+        let backend = &mut self.backends[key];
+        let paused = backend.out_len() > BACKEND_MAX_PENDING_REPLIES;
+        if backend.paused && !paused {
+            self.again.push(backend_token(key));
+        }
+        backend.paused = paused;
+    }
+
+    pub(super) fn kill_backend(&mut self, key: usize) {
+        let backend = &mut self.backends[key];
+        if !backend.dead {
+            backend.dead = true;
+            self.dead_backends.push(key);
+        }
+    }
+
+    fn backend_read(&mut self, key: usize) {
+        let backend = &mut self.backends[key];
+        if backend.closing || backend.paused {
+            return;
+        }
+        let (eof, more) = backend.read_some(READ_BUDGET);
+        if more {
+            self.again.push(backend_token(key));
+        }
+        let now = self.now();
+        let mut hub = WorkerHub {
+            shared: &self.shared,
+            outbox: &mut self.outbox,
+            now,
+        };
+        let backend = &mut self.backends[key];
+        backend.execute_buffered(&mut hub);
+        match backend.flush() {
+            Ok(done) if done && (backend.closing || eof) => return self.kill_backend(key),
+            // The client half-closed: finish writing, then close.
+            Ok(_) if eof => backend.closing = true,
+            Ok(_) => {}
+            Err(_) => return self.kill_backend(key),
+        }
+        self.after_backend_io(key);
+    }
+}

@@ -1,0 +1,247 @@
+//! Fan-out on a worker: a published message reaches each local subscriber
+//! of its mailbox by reference to its shared encodings. Streams and
+//! WebSockets get it written at once; held polls collect what arrives and
+//! are answered at the end of the turn. A subscriber that sees a gap reads
+//! the store to catch up, so the store is the one truth.
+
+use std::sync::Arc;
+
+use log::debug;
+
+use super::Worker;
+use crate::conn::{Phase, Subscription};
+use crate::metrics;
+use crate::out::Part;
+use crate::shared::ToWorker;
+use crate::store::{Cursor, Follows, Message};
+use crate::transport::encode::{Encoding, encoded};
+use crate::transport::{stream, ws_session};
+
+impl Worker {
+    /// Adds a registered subscriber to this worker's list for its mailbox.
+    pub(super) fn subscribe_local(&mut self, key: usize, name: &str, cursor: Cursor) {
+        let (mailbox, slot) = self.subs.add(name, key);
+        self.conns[key].sub = Some(Subscription {
+            mailbox,
+            cursor,
+            slot,
+        });
+    }
+
+    /// Removes a connection from its mailbox, here and in the store.
+    pub(super) fn unsubscribe(&mut self, key: usize) {
+        let Some(sub) = self.conns[key].sub.take() else {
+            return;
+        };
+        if let Some(moved) = self.subs.remove(&sub.mailbox, sub.slot, key)
+            && let Some(s) = self.conns[moved as usize].sub.as_mut()
+        {
+            s.slot = sub.slot;
+        }
+        self.shared
+            .store
+            .detach(&sub.mailbox, self.id, 1, self.now());
+    }
+
+    /// Hands a published message to this worker's subscribers of its mailbox.
+    pub(super) fn deliver(&mut self, message: &Arc<Message>) {
+        // Deliveries may end subscriptions (slow readers, byte caps), which
+        // edits the list; walk a copy of the keys, kept in a buffer the
+        // worker reuses, so fan-out allocates nothing per subscriber.
+        let mut keys = std::mem::take(&mut self.fanout_keys);
+        if self.subs.keys_into(&message.mailbox, &mut keys) {
+            for &key in &keys {
+                self.deliver_to(key as usize, message);
+            }
+        }
+        self.fanout_keys = keys;
+    }
+
+    fn deliver_to(&mut self, key: usize, message: &Arc<Message>) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| !c.dead) else {
+            return;
+        };
+        let Some(sub) = conn.sub.as_ref() else {
+            return;
+        };
+        let follows = sub.cursor.follows(&message.cursor);
+        if follows == Follows::Seen {
+            return; // already delivered (it was in the backlog)
+        }
+        let in_order = follows == Follows::Next;
+        match conn.phase_mut() {
+            Phase::Held(held) => {
+                if held.ready.is_none() {
+                    held.ready = Some(message.clone());
+                    held.ready_more = !in_order;
+                    self.ready_polls.push(key);
+                } else {
+                    held.ready_more = true;
+                }
+            }
+            Phase::Stream(_) | Phase::WebSocket(_) => {
+                if in_order {
+                    self.send_to_stream(key, message);
+                } else {
+                    self.catch_up(key);
+                }
+            }
+            Phase::Head | Phase::Attaching(..) | Phase::Draining => {}
+        }
+    }
+
+    /// A stream saw a gap (announcements crossed): read the store.
+    fn catch_up(&mut self, key: usize) {
+        let sub = self.conns[key]
+            .sub
+            .as_ref()
+            .expect("streams are subscribed");
+        let (messages, missed) =
+            self.shared
+                .store
+                .read_after(&sub.mailbox, &sub.cursor, self.now());
+        if missed {
+            let conn = &mut self.conns[key];
+            let marker = &mut self.scratch.head;
+            marker.clear();
+            match conn.phase() {
+                Phase::WebSocket(_) => ws_session::write_missed(marker),
+                Phase::Stream(s) => {
+                    let tail = &mut self.scratch.tail;
+                    tail.clear();
+                    stream::write_missed(s.kind, s.reply.callback.as_deref(), tail);
+                    stream::chunk_into(marker, tail, s.reply.http11);
+                }
+                _ => {}
+            }
+            if conn.send(&[Part::Copy(marker)]).is_err() {
+                return self.kill(key);
+            }
+            if messages.is_empty() {
+                let mailbox = conn.sub.as_ref().map(|s| s.mailbox.clone());
+                if let Some(mailbox) = mailbox {
+                    let position = self.shared.store.position(&mailbox, self.now());
+                    if let Some(sub) = self.conns[key].sub.as_mut() {
+                        sub.cursor = position;
+                    }
+                }
+            }
+        }
+        for message in &messages {
+            if !self.send_to_stream(key, message) {
+                return;
+            }
+        }
+    }
+
+    /// Writes one message to a stream or WebSocket connection, then applies
+    /// the stream limits. Returns false if the connection is gone or ended.
+    pub(super) fn send_to_stream(&mut self, key: usize, message: &Arc<Message>) -> bool {
+        let max_pending = self.shared.config.mailbox.max_pending_bytes;
+        let max_bytes = self.shared.config.mailbox.stream_max_bytes;
+        let conn = &mut self.conns[key];
+        let result = match conn.phase() {
+            Phase::WebSocket(_) => conn.send(&[Part::Shared(encoded(message, Encoding::WsFrame))]),
+            Phase::Stream(s) => {
+                let parts = stream::message_parts(
+                    s,
+                    message,
+                    &mut self.scratch.head,
+                    &mut self.scratch.tail,
+                );
+                conn.send(&parts)
+            }
+            _ => return false,
+        };
+        if result.is_err() {
+            self.kill(key);
+            return false;
+        }
+        self.deliveries += 1;
+        if let Some(sub) = conn.sub.as_mut() {
+            sub.cursor = message.cursor;
+        }
+        if conn.out.pending_bytes() > max_pending {
+            // A reader this slow would make us buffer without bound. It
+            // resumes from its cursor and loses nothing still retained.
+            metrics::inc(&self.shared.metrics.slow_subscribers_closed);
+            debug!(
+                "{}: closing slow subscriber ({} bytes queued)",
+                conn.peer,
+                conn.out.pending_bytes()
+            );
+            self.kill(key);
+            return false;
+        }
+        let sent = match conn.phase_mut() {
+            Phase::Stream(s) => &mut s.sent,
+            Phase::WebSocket(ws) => &mut ws.sent,
+            _ => return true,
+        };
+        *sent += message.payload.len() as u64;
+        if max_bytes.is_some_and(|max| *sent >= max) {
+            self.end_stream(key);
+            return false;
+        }
+        true
+    }
+
+    /// Sends this turn's announcements: one batch per worker with
+    /// subscribers; our own are delivered in place.
+    pub(super) fn post_outbox(&mut self) {
+        for worker in 0..self.outbox.len() {
+            if self.outbox[worker].is_empty() {
+                continue;
+            }
+            let mut batch = std::mem::take(&mut self.outbox[worker]);
+            if worker == self.id {
+                for message in &batch {
+                    self.deliver(message);
+                }
+                batch.clear();
+                self.outbox[worker] = batch; // keep the allocation
+            } else {
+                self.shared.peers[worker].post(ToWorker::Deliver(batch));
+            }
+        }
+    }
+
+    /// Answers held polls that received messages this turn, in one pass so
+    /// that several messages for one mailbox go out in one response.
+    pub(super) fn answer_ready_polls(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready_polls);
+        let now = self.now();
+        for &key in &ready {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.dead) else {
+                continue;
+            };
+            if !matches!(conn.phase(), Phase::Held(h) if h.ready.is_some()) {
+                continue;
+            }
+            let Phase::Held(mut held) = conn.set_phase(Phase::Head, &self.shared.metrics) else {
+                unreachable!("matched above")
+            };
+            let message = held.ready.take().expect("matched above");
+            let sub = conn.sub.as_ref().expect("held polls are subscribed");
+            let (messages, missed) = if held.ready_more {
+                self.shared.store.read_after(&sub.mailbox, &sub.cursor, now)
+            } else {
+                (vec![message], false)
+            };
+            if messages.is_empty() && !missed {
+                // Only duplicates arrived: keep waiting.
+                held.ready_more = false;
+                conn.set_phase(Phase::Held(held), &self.shared.metrics);
+                continue;
+            }
+            let cursor = messages.last().map_or(sub.cursor, |m| m.cursor);
+            self.unsubscribe(key);
+            self.answer_held(key, &held.reply, &messages, missed, cursor);
+            self.resume_pipelined(key);
+        }
+        ready.clear();
+        if self.ready_polls.is_empty() {
+            self.ready_polls = ready; // keep the allocation
+        }
+    }
+}

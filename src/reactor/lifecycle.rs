@@ -1,0 +1,121 @@
+//! The end of things: a connection marked dead is reaped after the event
+//! batch (so a reused slab slot never receives a stale event), and the two
+//! steps of a worker's shutdown.
+
+use std::net::IpAddr;
+
+use super::Worker;
+use crate::conn::Phase;
+use crate::metrics;
+
+impl Worker {
+    /// Shutdown, first step: read no more commands from backends (replies
+    /// already made are still written), so that every publish acknowledged
+    /// from now on is one whose announcements were posted before the ack.
+    pub(super) fn stop_publishing(&mut self, ack: crossbeam_channel::Sender<usize>) {
+        self.publishing_stopped = true;
+        for (key, backend) in self.backends.iter_mut() {
+            backend.closing = true;
+            if backend.out_len() == 0 {
+                self.dead_backends.push(key);
+            }
+        }
+        self.stop_ack = Some(ack);
+    }
+
+    /// Called after this turn's announcements are posted.
+    pub(super) fn acknowledge_stop(&mut self) {
+        if let Some(ack) = self.stop_ack.take() {
+            let _ = ack.send(self.id);
+        }
+    }
+
+    /// Shutdown, second step: stop accepting, answer polls, end streams,
+    /// let queued output drain for up to `server.shutdown-timeout`.
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(self.after(self.shared.config.server.shutdown_timeout));
+        // Stop accepting; once every handle is closed, the kernel refuses
+        // new clients instead of queueing them behind a gateway going away.
+        if let Some(mut listener) = self.listener.take() {
+            let _ = crate::net::watch_listener(&self.poll, &mut listener, super::LISTENER, false);
+        }
+        for key in 0..self.conns.capacity() {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.dead) else {
+                continue;
+            };
+            let writing = !conn.out.is_empty();
+            match conn.phase_mut() {
+                Phase::Held(held) => {
+                    // Answer waiting polls now, so clients re-poll elsewhere
+                    // (or here, after a restart) with their cursor.
+                    held.reply.keep_alive = false;
+                    self.answer_timeout(key);
+                }
+                Phase::Stream(_) | Phase::WebSocket(_) => self.end_stream(key),
+                // A response still being written is finished, whatever the
+                // keep-alive state: then the connection closes.
+                Phase::Head if writing => {
+                    conn.set_phase(Phase::Draining, &self.shared.metrics);
+                }
+                Phase::Head | Phase::Attaching(..) => self.kill(key),
+                Phase::Draining => {}
+            }
+        }
+        for (key, backend) in self.backends.iter_mut() {
+            backend.closing = true;
+            if backend.flush().unwrap_or(true) {
+                self.dead_backends.push(key);
+            }
+        }
+    }
+
+    pub(super) fn kill(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.dead {
+            conn.dead = true;
+            self.dead.push(key);
+        }
+    }
+
+    pub(super) fn release_http_slot(&self, ip: IpAddr) {
+        metrics::dec(&self.shared.metrics.connections_open);
+        if self.shared.config.server.max_connections_per_ip > 0 {
+            self.shared.ip_limiter.release(ip);
+        }
+    }
+
+    pub(super) fn reap(&mut self) {
+        while let Some(key) = self.dead.pop() {
+            if !self.conns.contains(key) {
+                continue;
+            }
+            self.unsubscribe(key);
+            self.timers.unlink(&mut self.conns, key);
+            let conn = &mut self.conns[key];
+            if let Phase::Attaching(ticket, plan) =
+                conn.set_phase(Phase::Draining, &self.shared.metrics)
+            {
+                self.attaching.remove(&ticket);
+                self.abandoned.insert(ticket, plan.mailbox);
+            }
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+            self.release_http_slot(conn.peer);
+        }
+        if !self.ready_polls.is_empty() {
+            let conns = &self.conns;
+            self.ready_polls.retain(|&k| conns.contains(k));
+        }
+        while let Some(key) = self.dead_backends.pop() {
+            if !self.backends.contains(key) {
+                continue;
+            }
+            let mut backend = self.backends.remove(key);
+            let _ = self.poll.registry().deregister(&mut backend.sock);
+            metrics::dec(&self.shared.metrics.backend_connections_open);
+        }
+    }
+}

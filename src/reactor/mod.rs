@@ -1,0 +1,248 @@
+//! A worker: one thread, one mio `Poll`, the connections it owns (a slab of
+//! HTTP clients and one of backend connections), its subscriber lists, its
+//! timer wheel and its clock. Workers share only what is in [`Shared`] (the
+//! store, the metrics, each other's inboxes).
+//!
+//! One turn of the loop: wait for events; handle them (reads parse requests
+//! and act on what the endpoints decide; backend commands publish into the
+//! store and collect announcements per worker); post the announcements, one
+//! batch per worker; answer the long-polls that became ready; fire the
+//! timers that are due; reap closed connections. See docs/architecture.md.
+//!
+//! The rooms: `http_io` (accept, read, parse, after-I/O decisions),
+//! `respond` (plain responses and errors), `subscribe` (the transports'
+//! phases: poll, stream, WebSocket), `delivery` (fan-out and catch-up),
+//! `timers`, `backend_io`, `lifecycle` (shutdown and reaping).
+
+mod backend_io;
+mod delivery;
+mod http_io;
+mod lifecycle;
+mod respond;
+mod subscribe;
+mod timers;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::debug;
+use mio::{Events, Poll, Token};
+use slab::Slab;
+
+use crate::backend::BackendConn;
+use crate::conn::Conn;
+use crate::fanout::Subscribers;
+use crate::http::DateCache;
+use crate::shared::{Shared, ToWorker};
+use crate::store::{Message, Ticket};
+use crate::transport::longpoll;
+use timers::{TICK_MS, TimerWheel};
+
+pub const WAKER: Token = Token(usize::MAX);
+/// The shared HTTP listener. Even, like connection tokens: checked first.
+const LISTENER: Token = Token(usize::MAX - 1);
+
+/// Bytes read from one socket per event before others get a turn; the rest
+/// is read on the next loop turn (edge-triggered, so we remember to).
+const READ_BUDGET: usize = 256 * 1024;
+
+/// Scratch read size: a whole request head fits, as do many pipelined ones.
+const READ_CHUNK: usize = 16 * 1024;
+
+fn http_token(key: usize) -> Token {
+    Token(key << 1)
+}
+
+fn backend_token(key: usize) -> Token {
+    Token((key << 1) | 1)
+}
+
+/// Buffers the worker reuses for whatever it is writing right now, so that
+/// building output allocates nothing per message.
+#[derive(Default)]
+struct Scratch {
+    /// A head, a frame, a chunk header.
+    head: Vec<u8>,
+    /// A chunk's end, a suffix.
+    tail: Vec<u8>,
+    poll: longpoll::Scratch,
+}
+
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    inbox: Receiver<ToWorker>,
+    shared: Arc<Shared>,
+    conns: Slab<Conn>,
+    backends: Slab<BackendConn>,
+    subs: Subscribers,
+    timers: TimerWheel,
+    /// Announcements collected this turn, per destination worker.
+    outbox: Vec<Vec<Arc<Message>>>,
+    ready_polls: Vec<usize>,
+    fanout_keys: Vec<u32>,
+    dead: Vec<usize>,
+    dead_backends: Vec<usize>,
+    /// Sockets whose read budget ran out, or whose input waited on their
+    /// output: read again next turn.
+    again: Vec<Token>,
+    scratch: Scratch,
+    /// Where idle connections' reads land; zeroed once.
+    read_scratch: Box<[u8]>,
+    /// Connections waiting in `Phase::Attaching` for a store's answer, and
+    /// the mailboxes of those that closed before it came (to detach).
+    attaching: HashMap<Ticket, usize>,
+    abandoned: HashMap<Ticket, String>,
+    date: DateCache,
+    clock: Instant,
+    now_ms: u64,
+    next_tick: u64,
+    /// Deliveries since the last tick, folded into the shared metrics.
+    deliveries: u64,
+    /// Backends are no longer read (shutdown's first step); `Some` until
+    /// this turn's announcements are posted and the acceptor is told.
+    publishing_stopped: bool,
+    stop_ack: Option<Sender<usize>>,
+    /// Set on shutdown: the time by which everything is closed.
+    shutdown_deadline: Option<u64>,
+    /// This worker's handle on the listening socket; None once shutting down.
+    listener: Option<mio::net::TcpListener>,
+    /// accept() failed for lack of file descriptors: retry on the next tick,
+    /// since the edge-triggered listener will not report the waiting ones again.
+    accept_blocked: bool,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        inbox: Receiver<ToWorker>,
+        mut listener: mio::net::TcpListener,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
+        crate::net::watch_listener(&poll, &mut listener, LISTENER, true)?;
+        let workers = shared.peers.len();
+        Ok(Worker {
+            id,
+            poll,
+            inbox,
+            shared,
+            conns: Slab::new(),
+            backends: Slab::new(),
+            subs: Subscribers::default(),
+            timers: TimerWheel::default(),
+            outbox: (0..workers).map(|_| Vec::new()).collect(),
+            ready_polls: Vec::new(),
+            fanout_keys: Vec::new(),
+            dead: Vec::new(),
+            dead_backends: Vec::new(),
+            again: Vec::new(),
+            scratch: Scratch::default(),
+            read_scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            attaching: HashMap::new(),
+            abandoned: HashMap::new(),
+            date: DateCache::default(),
+            clock: Instant::now(),
+            now_ms: 0,
+            next_tick: TICK_MS,
+            deliveries: 0,
+            publishing_stopped: false,
+            stop_ack: None,
+            shutdown_deadline: None,
+            listener: Some(listener),
+            accept_blocked: false,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        self.clock + Duration::from_millis(self.now_ms)
+    }
+
+    fn ms(d: Duration) -> u64 {
+        d.as_millis().min(u64::MAX as u128) as u64
+    }
+
+    /// A Unix time (seconds) on the worker clock (ms since it started).
+    fn unix_to_worker_ms(&self, unix_secs: u64) -> u64 {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let until = unix_secs.saturating_mul(1000).saturating_sub(now_unix);
+        self.now_ms + until
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.again.is_empty() {
+                Duration::from_millis(self.next_tick.saturating_sub(self.now_ms))
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("worker {}: poll failed: {e}", self.id);
+                return;
+            }
+            self.now_ms = self.clock.elapsed().as_millis() as u64;
+            for event in events.iter() {
+                let token = event.token();
+                let readable = event.is_readable() || event.is_read_closed();
+                if token == WAKER {
+                    self.drain_inbox();
+                } else if token == LISTENER {
+                    self.accept_http();
+                } else if token.0 & 1 == 0 {
+                    self.http_event(token.0 >> 1, readable, event.is_writable());
+                } else {
+                    self.backend_event(token.0 >> 1, readable, event.is_writable());
+                }
+            }
+            for token in std::mem::take(&mut self.again) {
+                if token.0 & 1 == 0 {
+                    self.http_event(token.0 >> 1, true, false);
+                } else {
+                    self.backend_event(token.0 >> 1, true, false);
+                }
+            }
+            self.post_outbox();
+            self.acknowledge_stop();
+            self.answer_ready_polls();
+            if self.now_ms >= self.next_tick {
+                self.tick();
+            }
+            self.reap();
+            if let Some(deadline) = self.shutdown_deadline
+                && ((self.conns.is_empty() && self.backends.is_empty()) || self.now_ms >= deadline)
+            {
+                debug!(
+                    "worker {} stopped with {} connections left",
+                    self.id,
+                    self.conns.len()
+                );
+                return;
+            }
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        self.shared.peers[self.id].rearm();
+        while let Ok(message) = self.inbox.try_recv() {
+            match message {
+                ToWorker::Backend(sock) => self.adopt_backend(sock),
+                ToWorker::Deliver(batch) => {
+                    for message in &batch {
+                        self.deliver(message);
+                    }
+                }
+                ToWorker::Attached(ticket, result) => self.attached(ticket, result),
+                ToWorker::StopPublishing { ack } => self.stop_publishing(ack),
+                ToWorker::Shutdown => self.begin_shutdown(),
+            }
+        }
+    }
+}

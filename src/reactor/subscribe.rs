@@ -1,0 +1,309 @@
+//! Carrying out a subscription plan: attach to the store (now, or when a
+//! remote store answers), then hold a long-poll, open a stream, or upgrade
+//! to WebSocket, with each transport's framing from `transport`.
+
+use log::debug;
+
+use super::Worker;
+use crate::conn::{Held, Phase};
+use crate::endpoint::Subscribe;
+use crate::metrics;
+use crate::out::Part;
+use crate::store::{Answer, Attach, Cursor, Message, StoreError, Ticket};
+use crate::transport::longpoll;
+use crate::transport::stream::{self, StreamState};
+use crate::transport::ws_session::{self, Step, WsState};
+use crate::transport::{ReplyTo, StreamKind, Transport};
+use std::sync::Arc;
+
+impl Worker {
+    pub(super) fn subscribe(&mut self, key: usize, plan: Box<Subscribe>) {
+        let answer = self.shared.store.attach(
+            &plan.mailbox,
+            plan.since.as_ref(),
+            self.id,
+            plan.register(),
+            self.now(),
+        );
+        match answer {
+            Answer::Ready(result) => self.carry_out(key, *plan, result),
+            Answer::Pending(ticket) => {
+                self.attaching.insert(ticket, key);
+                let conn = &mut self.conns[key];
+                conn.set_phase(Phase::Attaching(ticket, plan), &self.shared.metrics);
+                // A store that does not answer within a poll's time is down.
+                let limit = self.after(self.shared.config.mailbox.poll_timeout);
+                self.set_deadline(key, limit);
+            }
+        }
+    }
+
+    /// A store's late answer (`ToWorker::Attached`).
+    pub(super) fn attached(&mut self, ticket: Ticket, result: Result<Attach, StoreError>) {
+        let Some(key) = self.attaching.remove(&ticket) else {
+            // Its connection went away meanwhile: give back the registration.
+            if let Some(name) = self.abandoned.remove(&ticket)
+                && result.as_ref().is_ok_and(|a| a.registered)
+            {
+                self.shared.store.detach(&name, self.id, 1, self.now());
+            }
+            return;
+        };
+        let Phase::Attaching(_, plan) =
+            self.conns[key].set_phase(Phase::Head, &self.shared.metrics)
+        else {
+            unreachable!("only attaching connections are in the map")
+        };
+        self.carry_out(key, *plan, result);
+    }
+
+    fn carry_out(&mut self, key: usize, plan: Subscribe, result: Result<Attach, StoreError>) {
+        let attach = match result {
+            Ok(attach) => attach,
+            Err(e) => {
+                let reply = &plan.reply;
+                let cors = reply.cors.clone();
+                return self.respond_error(key, e.into(), reply.http11, reply.keep_alive, &cors);
+            }
+        };
+        let expires_at = plan.token_expires_at.map(|t| self.unix_to_worker_ms(t));
+        match plan.transport {
+            Transport::WebSocket => self.start_websocket(key, plan, attach, expires_at),
+            Transport::Stream(kind) => self.start_stream(key, kind, plan, attach, expires_at),
+            Transport::LongPoll | Transport::Jsonp => {
+                self.start_poll(key, plan, attach, expires_at)
+            }
+        }
+    }
+
+    /// When a stream ends by itself: `mailbox.stream-max-duration` or the
+    /// token's expiry, whichever comes first.
+    fn stream_end(&self, token_expiry: Option<u64>) -> Option<u64> {
+        let by_duration = self
+            .shared
+            .config
+            .mailbox
+            .stream_max_duration
+            .map(|d| self.after(d));
+        match (by_duration, token_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn first_beat(&self, ends_at: Option<u64>) -> u64 {
+        let heartbeat = self.after(self.shared.config.mailbox.heartbeat);
+        ends_at.map_or(heartbeat, |e| e.min(heartbeat))
+    }
+
+    // ----- long-poll and JSONP ----------------------------------------------
+
+    fn start_poll(&mut self, key: usize, plan: Subscribe, attach: Attach, expires_at: Option<u64>) {
+        if attach.registered {
+            self.subscribe_local(key, &plan.mailbox, attach.position);
+            let held = Held {
+                reply: plan.reply,
+                ready: None,
+                ready_more: false,
+            };
+            self.conns[key].set_phase(Phase::Held(held), &self.shared.metrics);
+            let timeout = self.after(self.shared.config.mailbox.poll_timeout);
+            self.set_deadline(key, expires_at.map_or(timeout, |e| e.min(timeout)));
+            return;
+        }
+        let answer = longpoll::Answer {
+            messages: &attach.backlog,
+            missed: attach.missed,
+            cursor: attach.position,
+            head_only: plan.head_only,
+        };
+        self.answer_poll(key, &plan.reply, &answer);
+    }
+
+    /// Writes a long-poll (or JSONP) response and moves the connection on.
+    pub(super) fn answer_poll(
+        &mut self,
+        key: usize,
+        reply: &ReplyTo,
+        answer: &longpoll::Answer<'_>,
+    ) {
+        let conn = &mut self.conns[key];
+        let parts = longpoll::build(
+            reply,
+            answer,
+            self.date.get(),
+            &self.shared.config.mailbox.cors_origins,
+            &mut self.scratch.poll,
+        );
+        let result = conn.send_all(&parts);
+        drop(parts);
+        if !answer.head_only {
+            self.deliveries += answer.messages.len() as u64;
+        }
+        self.finish_response(key, result, reply.keep_alive);
+    }
+
+    /// The poll timeout passed: an empty answer with the cursor unchanged.
+    pub(super) fn answer_timeout(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let Phase::Held(held) = conn.set_phase(Phase::Head, &self.shared.metrics) else {
+            return;
+        };
+        let cursor = conn.sub.as_ref().expect("held polls are subscribed").cursor;
+        self.ready_polls.retain(|&k| k != key);
+        self.unsubscribe(key);
+        self.answer_held(key, &held.reply, &[], false, cursor);
+        self.resume_pipelined(key);
+    }
+
+    pub(super) fn answer_held(
+        &mut self,
+        key: usize,
+        reply: &ReplyTo,
+        messages: &[Arc<Message>],
+        missed: bool,
+        cursor: Cursor,
+    ) {
+        let answer = longpoll::Answer {
+            messages,
+            missed,
+            cursor,
+            head_only: false,
+        };
+        self.answer_poll(key, reply, &answer);
+    }
+
+    // ----- streams: SSE, NDJSON, iframe --------------------------------------
+
+    fn start_stream(
+        &mut self,
+        key: usize,
+        kind: StreamKind,
+        plan: Subscribe,
+        attach: Attach,
+        expires_at: Option<u64>,
+    ) {
+        let reply = plan.reply;
+        let cors_origins = &self.shared.config.mailbox.cors_origins;
+        let head = &mut self.scratch.head;
+        head.clear();
+        stream::write_head(kind, &reply, self.date.get(), cors_origins, head);
+        if plan.head_only {
+            let result = self.conns[key].send(&[Part::Copy(&self.scratch.head)]);
+            return self.finish_response(key, result, reply.keep_alive && reply.http11);
+        }
+        let opening = &mut self.scratch.tail;
+        opening.clear();
+        let retry_ms = self.shared.config.mailbox.sse_retry.as_millis();
+        stream::write_preamble(kind, retry_ms, opening);
+        if attach.missed {
+            stream::write_missed(kind, reply.callback.as_deref(), opening);
+        }
+        if !opening.is_empty() {
+            stream::chunk_into(head, opening, reply.http11);
+        }
+        let ends_at = self.stream_end(expires_at);
+        let state = StreamState {
+            kind,
+            reply,
+            sent: 0,
+            ends_at,
+        };
+        self.open(key, Phase::Stream(state), &plan.mailbox, attach, ends_at);
+    }
+
+    /// Sends the opening in `scratch.head`, joins the subscriber list and
+    /// delivers the backlog: the last steps of a stream or WebSocket.
+    fn open(&mut self, key: usize, phase: Phase, name: &str, attach: Attach, ends_at: Option<u64>) {
+        self.conns[key].set_phase(phase, &self.shared.metrics);
+        let beat = self.first_beat(ends_at);
+        self.set_deadline(key, beat);
+        if self.conns[key]
+            .send(&[Part::Copy(&self.scratch.head)])
+            .is_err()
+        {
+            // Registered, but not yet on our list: detach it by hand.
+            self.shared.store.detach(name, self.id, 1, self.now());
+            return self.kill(key);
+        }
+        self.subscribe_local(key, name, attach.position);
+        for message in &attach.backlog {
+            if !self.send_to_stream(key, message) {
+                return;
+            }
+        }
+    }
+
+    /// Ends a stream cleanly (last chunk, or a WebSocket close) so the client
+    /// reconnects with its cursor, then closes once the output is written.
+    pub(super) fn end_stream(&mut self, key: usize) {
+        self.unsubscribe(key);
+        let conn = &mut self.conns[key];
+        self.scratch.head.clear();
+        match conn.phase() {
+            Phase::Stream(s) if s.reply.http11 => {
+                self.scratch.head.extend_from_slice(stream::END_CHUNK)
+            }
+            Phase::WebSocket(_) => ws_session::write_going_away(&mut self.scratch.head),
+            _ => {}
+        }
+        let result = conn.send(&[Part::Copy(&self.scratch.head)]);
+        self.finish_response(key, result, false);
+    }
+
+    // ----- WebSocket -----------------------------------------------------------
+
+    fn start_websocket(
+        &mut self,
+        key: usize,
+        plan: Subscribe,
+        attach: Attach,
+        expires_at: Option<u64>,
+    ) {
+        let client_key = plan
+            .websocket_key
+            .as_deref()
+            .expect("the endpoint checked the upgrade");
+        self.scratch.head.clear();
+        ws_session::write_handshake(
+            client_key,
+            attach.missed,
+            self.date.get(),
+            &mut self.scratch.head,
+        );
+        let ends_at = self.stream_end(expires_at);
+        let phase = Phase::WebSocket(Box::new(WsState::new(ends_at)));
+        self.open(key, phase, &plan.mailbox, attach, ends_at);
+    }
+
+    pub(super) fn websocket_input(&mut self, key: usize, buf: &mut [u8]) -> usize {
+        let conn = &mut self.conns[key];
+        let Phase::WebSocket(ws) = conn.phase_mut() else {
+            return buf.len(); // closed: the rest is moot
+        };
+        self.scratch.head.clear();
+        let (used, step) = ws_session::read_frames(ws, buf, &mut self.scratch.head);
+        match step {
+            // An owed pong goes out now if nothing is queued ahead of it.
+            Step::NeedMore => self.after_io(key),
+            Step::Closed | Step::Violated(_) => {
+                if let Step::Violated(reason) = step {
+                    metrics::inc(&self.shared.metrics.websocket_violations);
+                    debug!("{}: websocket violation: {reason}", conn.peer);
+                }
+                let _ = conn.send(&[Part::Copy(&self.scratch.head)]);
+                self.close_websocket(key);
+            }
+        }
+        used
+    }
+
+    /// Our close frame is queued: stop delivering, close once it is written.
+    fn close_websocket(&mut self, key: usize) {
+        self.unsubscribe(key);
+        self.conns[key].set_phase(Phase::Draining, &self.shared.metrics);
+        let drain = self.after(self.shared.config.server.shutdown_timeout);
+        self.set_deadline(key, drain);
+        self.after_io(key);
+    }
+}

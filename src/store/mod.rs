@@ -1,0 +1,292 @@
+//! The mailbox store: retained messages per mailbox, message ids and cursors,
+//! and which workers hold subscribers of each mailbox.
+//!
+//! Workers reach the store only through [`Store`], an enum of the known
+//! backends. Today that is [`LocalStore`], the sharded in-memory store; a
+//! Redis-backed and an on-disk store slot in as variants. Operations that a
+//! remote store cannot answer at once return [`Answer::Pending`] with a
+//! ticket; its completion reaches the worker as a message on its inbox. The
+//! local store always answers [`Answer::Ready`], so it costs nothing.
+//!
+//! Subscriber *interest* (which connections wait on which mailbox) stays in
+//! each worker (`fanout`) for every backend; the store only counts
+//! subscribers per worker, so that a publish knows whom to announce to.
+
+mod local;
+mod message;
+
+pub use local::LocalStore;
+pub use message::{Cursor, ENCODING_SLOTS, Follows, Message};
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+/// Mailbox names: 1–200 characters of `A-Z a-z 0-9 . _ : @ -` (the contract).
+pub const MAX_NAME_LEN: usize = 200;
+
+pub fn is_valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+}
+
+/// Limits the store enforces, taken from the config.
+#[derive(Clone, Debug)]
+pub struct StoreLimits {
+    pub max_messages: usize,
+    pub message_ttl: Duration,
+    pub max_message_size: usize,
+    pub max_mailboxes: usize,
+    pub max_subscribers: usize,
+    pub max_mailbox_bytes: usize,
+    pub max_memory: usize,
+}
+
+impl StoreLimits {
+    pub fn from_config(m: &crate::config::MailboxConfig) -> StoreLimits {
+        StoreLimits {
+            max_messages: m.max_messages,
+            message_ttl: m.message_ttl,
+            max_message_size: m.max_message_size,
+            max_mailboxes: m.max_mailboxes,
+            max_subscribers: m.max_subscribers,
+            max_mailbox_bytes: m.max_mailbox_bytes,
+            max_memory: m.max_memory,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreError {
+    BadName,
+    TooLarge { limit: usize },
+    TooManyMailboxes { limit: usize },
+    TooManySubscribers { limit: usize },
+    OutOfMemory { limit: usize },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::BadName => write!(
+                f,
+                "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ -"
+            ),
+            StoreError::TooLarge { limit } => {
+                write!(
+                    f,
+                    "message exceeds mailbox.max-message-size ({limit} bytes)"
+                )
+            }
+            StoreError::TooManyMailboxes { limit } => {
+                write!(f, "too many mailboxes (mailbox.max-mailboxes = {limit})")
+            }
+            StoreError::TooManySubscribers { limit } => write!(
+                f,
+                "too many subscribers on this mailbox (mailbox.max-subscribers = {limit})"
+            ),
+            StoreError::OutOfMemory { limit } => write!(
+                f,
+                "retained messages would exceed mailbox.max-memory ({limit} bytes)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Counters the store keeps; read by INFO.
+#[derive(Default)]
+pub struct StoreStats {
+    pub published: AtomicU64,
+    pub evicted_by_count: AtomicU64,
+    pub evicted_by_ttl: AtomicU64,
+    pub evicted_by_memory: AtomicU64,
+    pub rejected_publishes: AtomicU64,
+    pub rejected_too_large: AtomicU64,
+    pub rejected_mailbox_limit: AtomicU64,
+    pub rejected_subscriber_limit: AtomicU64,
+    pub rejected_out_of_memory: AtomicU64,
+}
+
+/// Outcome of a publish: the stored message, the workers that hold
+/// subscribers of its mailbox (a bit per worker) and how many subscriber
+/// connections that is right now (PUBLISH's reply).
+#[derive(Debug)]
+pub struct Published {
+    pub message: Arc<Message>,
+    pub workers: u64,
+    pub receivers: u64,
+}
+
+/// When a subscriber wants to be registered for live messages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Register {
+    /// Long-poll: only if there is nothing to deliver at once.
+    IfIdle,
+    /// Streams: always, after the backlog.
+    Always,
+    /// HEAD: just look.
+    Never,
+}
+
+/// What a subscriber finds when it attaches to a mailbox.
+#[derive(Debug)]
+pub struct Attach {
+    /// Retained messages after the cursor, oldest first.
+    pub backlog: Vec<Arc<Message>>,
+    /// The cursor fell out of the retained history, or belongs to another
+    /// incarnation of the mailbox (a restart, a DEL): something may be lost.
+    pub missed: bool,
+    /// Where the subscriber stands after the backlog.
+    pub position: Cursor,
+    pub registered: bool,
+}
+
+/// Names one operation a store will finish later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
+
+/// An answer now, or a promise of one: the completion arrives on the
+/// worker's inbox with the same ticket.
+#[derive(Debug)]
+pub enum Answer<T> {
+    Ready(T),
+    Pending(Ticket),
+}
+
+/// The store behind the one seam every worker uses.
+pub enum Store {
+    /// In memory, in this process (the default).
+    Local(LocalStore),
+}
+
+impl Store {
+    pub fn local(limits: StoreLimits, workers: usize) -> Store {
+        Store::Local(LocalStore::new(limits, workers))
+    }
+
+    pub fn limits(&self) -> &StoreLimits {
+        match self {
+            Store::Local(s) => s.limits(),
+        }
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        match self {
+            Store::Local(s) => &s.stats,
+        }
+    }
+
+    /// Mailboxes that hold (or held) mail; waiting subscribers of empty
+    /// mailboxes are not counted here.
+    pub fn mailbox_count(&self) -> usize {
+        match self {
+            Store::Local(s) => s.mailbox_count(),
+        }
+    }
+
+    /// Payload bytes retained.
+    pub fn retained_bytes(&self) -> usize {
+        match self {
+            Store::Local(s) => s.retained_bytes(),
+        }
+    }
+
+    /// Payload plus cached encodings: what `mailbox.max-memory` caps.
+    pub fn memory_used(&self) -> usize {
+        match self {
+            Store::Local(s) => s.memory_used(),
+        }
+    }
+
+    /// Stores a message. (A remote store will answer this later too; the
+    /// backend connection then keeps its replies in order with a queue of
+    /// reply slots. The local store answers at once.)
+    pub fn publish(
+        &self,
+        name: &[u8],
+        payload: Vec<u8>,
+        now: Instant,
+    ) -> Result<Published, StoreError> {
+        match self {
+            Store::Local(s) => s.publish(name, payload, now),
+        }
+    }
+
+    /// Reads the backlog after `since` and, per `register`, counts one more
+    /// subscriber of this mailbox on `worker`, atomically.
+    pub fn attach(
+        &self,
+        name: &str,
+        since: Option<&Cursor>,
+        worker: usize,
+        register: Register,
+        now: Instant,
+    ) -> Answer<Result<Attach, StoreError>> {
+        match self {
+            Store::Local(s) => Answer::Ready(s.attach(name, since, worker, register, now)),
+        }
+    }
+
+    /// Everything after `since`, and whether it lost something: the slow
+    /// path of a subscriber that saw a gap. Local by construction: the
+    /// messages a worker catches up on are the ones it was told about.
+    pub fn read_after(
+        &self,
+        name: &str,
+        since: &Cursor,
+        now: Instant,
+    ) -> (Vec<Arc<Message>>, bool) {
+        match self {
+            Store::Local(s) => s.read_after(name, since, now),
+        }
+    }
+
+    /// The mailbox's current position (where a reader stands with nothing
+    /// retained).
+    pub fn position(&self, name: &str, now: Instant) -> Cursor {
+        match self {
+            Store::Local(s) => s.position(name, now),
+        }
+    }
+
+    /// Forgets `count` subscribers of `name` on `worker`.
+    pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) {
+        match self {
+            Store::Local(s) => s.detach(name, worker, count, now),
+        }
+    }
+
+    /// DEL. Returns whether the mailbox existed.
+    pub fn delete(&self, name: &[u8], now: Instant) -> bool {
+        match self {
+            Store::Local(s) => s.delete(name, now),
+        }
+    }
+
+    pub fn subscriber_count(&self, name: &[u8]) -> u64 {
+        match self {
+            Store::Local(s) => s.subscriber_count(name),
+        }
+    }
+
+    /// Names of mailboxes with subscribers right now, filtered by `keep`
+    /// outside every lock.
+    pub fn active_names(&self, keep: impl FnMut(&str) -> bool) -> Vec<Arc<str>> {
+        match self {
+            Store::Local(s) => s.active_names(keep),
+        }
+    }
+
+    /// Expiry, forgetting idle mailboxes, and the memory cap. About once a
+    /// second, off the workers.
+    pub fn sweep(&self, now: Instant) {
+        match self {
+            Store::Local(s) => s.sweep(now),
+        }
+    }
+}
