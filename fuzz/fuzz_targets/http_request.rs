@@ -10,9 +10,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(len <= data.len());
         let _ = cometbox::transport::choose(&req);
         for (key, value) in query_pairs(req.query) {
-            let _ = (key.len(), cometbox::mailbox::Cursor::parse(&value));
+            let _ = (key.len(), cometbox::store::Cursor::parse(&value));
         }
         let name = percent_decode(req.path, false);
-        let _ = cometbox::mailbox::is_valid_name(&name);
+        let _ = cometbox::store::is_valid_name(&name);
     }
 });
