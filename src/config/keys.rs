@@ -60,7 +60,9 @@ pub(super) enum Kind {
     },
     /// "enable"/"disable" and lighttpd's synonyms.
     Bool(fn(&mut Config, bool)),
-    /// A quoted string; `what` names it in docs ("path", "string").
+    /// A quoted string. `what` says what it holds: "string", "path", "file"
+    /// (a path that must name a readable file, checked by `-t` and at start)
+    /// or "secret" (a string `-t` does not print).
     Str {
         what: &'static str,
         check: fn(&str) -> Result<(), String>,
@@ -221,6 +223,22 @@ pub(super) static KEYS: &[Key] = &[
         doc: "On SIGTERM, how long to keep flushing queued output before closing connections.",
     },
     Key {
+        name: "server.listen-backlog",
+        kind: Kind::Int {
+            unit: Unit::Count,
+            // listen(2) takes an int, but Linux silently caps the backlog at
+            // net.core.somaxconn (4096 since 5.4) and other kernels at 65535
+            // or less, so a larger value would only mislead.
+            min: 1,
+            max: 65535,
+            set: |c, n| c.server.listen_backlog = n as u32,
+        },
+        default: "4096",
+        doc: "Connections the kernel queues for the HTTP listener before the gateway accepts \
+            them (the listen(2) backlog). Linux caps it at net.core.somaxconn; raise that too, \
+            e.g. sysctl -w net.core.somaxconn=4096.",
+    },
+    Key {
         name: "mailbox.url-prefix",
         kind: Kind::Str {
             what: "string",
@@ -261,7 +279,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "mailbox.backend-password",
         kind: Kind::Str {
-            what: "string",
+            what: "secret",
             check: check_any,
             set: |c, s| c.mailbox.backend_password = opt(s),
         },
@@ -459,24 +477,39 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "auth.jwt-secret-file",
         kind: Kind::Str {
-            what: "path",
+            what: "file",
             check: check_any,
             set: |c, s| c.auth.jwt_secret_file = opt(s).map(PathBuf::from),
         },
         default: r#""""#,
-        doc: "File holding the shared secret for HS256-signed subscriber tokens (JWT). \
-            Whitespace at the end of the file is ignored.",
+        doc: "File holding the shared secret, at least 32 bytes, for HS256-signed subscriber \
+            tokens (JWT). Whitespace at the end of the file is ignored; see Token keys above \
+            for how to make one.",
     },
     Key {
         name: "auth.jwt-public-key-file",
         kind: Kind::Str {
-            what: "path",
+            what: "file",
             check: check_any,
             set: |c, s| c.auth.jwt_public_key_file = opt(s).map(PathBuf::from),
         },
         default: r#""""#,
         doc: "PEM file holding the public key for RS256 (RSA) or ES256 (P-256) signed \
             subscriber tokens.",
+    },
+    Key {
+        name: "auth.clock-leeway",
+        kind: Kind::Int {
+            unit: Unit::Seconds,
+            // Five minutes covers any clock NTP keeps in step; beyond that an
+            // expired token stays usable long enough to matter.
+            min: 0,
+            max: 300,
+            set: |c, n| c.auth.clock_leeway = secs(n),
+        },
+        default: "5",
+        doc: "Clock difference tolerated when checking a token's exp and nbf claims, for app \
+            servers whose clocks drift from the gateway's.",
     },
     Key {
         name: "auth.public-prefixes",
@@ -583,7 +616,10 @@ impl Kind {
                 format!("{noun} {}", range_words(*min, *max))
             }
             Kind::Bool(_) => r#""enable" or "disable""#.to_string(),
-            Kind::Str { what: "path", .. } => "a path in double quotes".to_string(),
+            Kind::Str {
+                what: "path" | "file",
+                ..
+            } => "a path in double quotes".to_string(),
             Kind::Str { .. } => "a string in double quotes".to_string(),
             Kind::List { .. } => r#"an array of strings, like ( "a", "b" )"#.to_string(),
             Kind::Addr(_) => {
@@ -609,6 +645,8 @@ impl Kind {
                 }
             }
             Kind::Bool(_) => "boolean".to_string(),
+            Kind::Str { what: "file", .. } => "path of a readable file".to_string(),
+            Kind::Str { what: "secret", .. } => "string, not shown by -t".to_string(),
             Kind::Str { what, .. } => what.to_string(),
             Kind::List { .. } => "array of strings".to_string(),
             Kind::Addr(_) => "IP address".to_string(),
@@ -786,6 +824,8 @@ mailbox.sse-retry = 250
 mailbox.stream-max-duration = 600
 mailbox.stream-max-bytes = 1000000
 auth.cookie = "token"
+server.listen-backlog = 128
+auth.clock-leeway = 0
 "#,
         )
         .unwrap();
@@ -809,6 +849,8 @@ auth.cookie = "token"
         );
         assert_eq!(c.mailbox.stream_max_bytes, Some(1_000_000));
         assert_eq!(c.auth.cookie.as_deref(), Some("token"));
+        assert_eq!(c.server.listen_backlog, 128);
+        assert_eq!(c.auth.clock_leeway, Duration::ZERO);
         // Zero turns the optional limits off again; "" unsets a string.
         let c = parse(
             "mailbox.stream-max-duration = 0\n\
@@ -879,6 +921,13 @@ auth.cookie = "token"
         assert_err("mailbox.max-message-size = 0", 1, "out of range");
         assert_err("mailbox.max-message-size = 536870913", 1, "out of range");
         assert_err("mailbox.heartbeat = 0", 1, "out of range");
+        assert_err("server.listen-backlog = 0", 1, "from 1 to 65535");
+        assert_err("server.listen-backlog = 65536", 1, "out of range");
+        assert_err(
+            "auth.clock-leeway = 301",
+            1,
+            "whole number of seconds from 0 to 300",
+        );
         assert_err("mailbox.message-ttl = 99999999999", 1, "out of range");
         assert_err("server.port = 99999999999999999999", 1, "too large");
         assert_err(

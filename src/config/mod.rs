@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub keepalive_timeout: Duration,
     /// `server.shutdown-timeout`: time to flush output on SIGTERM.
     pub shutdown_timeout: Duration,
+    /// `server.listen-backlog`: the listen(2) backlog of the HTTP listener.
+    pub listen_backlog: u32,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(3),
+            listen_backlog: 4096,
         }
     }
 }
@@ -155,7 +158,7 @@ impl Default for MailboxConfig {
 }
 
 /// Subscriber tokens (JWT): see docs/security.md.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AuthConfig {
     /// `auth.required`; needs one of the two key files.
     pub required: bool,
@@ -169,6 +172,22 @@ pub struct AuthConfig {
     pub cookie: Option<String>,
     /// `auth.audience`: required `aud` claim.
     pub audience: Option<String>,
+    /// `auth.clock-leeway`: clock drift allowed on `exp` and `nbf`.
+    pub clock_leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            required: false,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            public_prefixes: Vec::new(),
+            cookie: None,
+            audience: None,
+            clock_leeway: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Config {
@@ -279,6 +298,7 @@ mod tests {
         assert_eq!(c.server.header_timeout, Duration::from_secs(10));
         assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
         assert_eq!(c.server.shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.listen_backlog, 4096);
         assert_eq!(c.mailbox.url_prefix, "/mailbox/");
         assert_eq!(
             c.mailbox.backend_socket,
@@ -303,6 +323,7 @@ mod tests {
         assert!(c.mailbox.cors_origins.is_empty());
         assert_eq!(c.auth, AuthConfig::default());
         assert!(!c.auth.required);
+        assert_eq!(c.auth.clock_leeway, Duration::from_secs(5));
         // An empty file (or only comments) is the defaults.
         assert_eq!(parse("").unwrap(), c);
         assert_eq!(parse("# nothing\n\n   # here\n").unwrap(), c);
@@ -342,6 +363,7 @@ mod tests {
             PathBuf::from("/tmp/cometbox.sock")
         );
         assert!(!c.auth.required);
+        assert_eq!(c.auth.clock_leeway, Duration::from_secs(5));
         // ...and documents every key.
         let text = std::fs::read_to_string(&path).unwrap();
         for key in KEYS {
