@@ -547,6 +547,16 @@ pub(super) fn find_key(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
 }
 
+impl Key {
+    /// A stored value as `-t` prints it: in config syntax, secrets hidden.
+    pub(super) fn show(&self, value: &Typed) -> String {
+        match self.kind {
+            Kind::Str { what: "secret", .. } => "(hidden)".to_string(),
+            _ => value.to_string(),
+        }
+    }
+}
+
 /// A value that passed its key's checks, as stored: what `-t` shows.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Typed {

@@ -3,14 +3,14 @@
 //! those values into a [`Config`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::keys::{Key, Kind, find_key};
+use super::env::Override;
+use super::keys::{KEYS, Key, Kind, find_key};
 use super::lexer::{Lexer, Tok};
 use super::suggest::suggest;
 use super::validate::cross_check;
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Loaded, Setting, Source};
 
 /// Include nesting limit. A conf.d layout needs two or three levels; the
 /// bound stops a cycle that path comparison cannot see (e.g. through a file
@@ -42,18 +42,6 @@ enum Op {
     Replace,
 }
 
-#[derive(Clone, Debug)]
-struct Loc {
-    file: PathBuf,
-    line: usize,
-}
-
-impl fmt::Display for Loc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
-    }
-}
-
 /// The value a key has so far, kept as written: `+=` extends it, a second
 /// `=` is reported with the place of the first, and it is checked against
 /// its key only once every file is read (so `a = "x"` then `a += "y/"` is
@@ -62,7 +50,7 @@ impl fmt::Display for Loc {
 struct Assigned {
     key: &'static Key,
     value: Value,
-    loc: Loc,
+    source: Source,
     /// Order of the last assignment, so values are checked (and the first
     /// error reported) in the order they were written.
     seq: usize,
@@ -80,18 +68,22 @@ struct Loader {
     warnings: Vec<String>,
 }
 
-pub(super) fn load_with_warnings(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
-    let text = read_text(path).map_err(|e| match e {
+/// Reads the config file at `path`: its bytes must be UTF-8.
+pub(super) fn read_config(path: &Path) -> Result<String, ConfigError> {
+    read_text(path).map_err(|e| match e {
         ReadError::Io(e) => ConfigError::in_file(path, format!("cannot read config file: {e}")),
         ReadError::Utf8 { line } => ConfigError::at(path, line, NOT_UTF8),
-    })?;
-    parse_with_warnings(&text, path)
+    })
 }
 
-pub(super) fn parse_with_warnings(
+/// Parses `text` as the file `origin`, then applies `overrides` (from the
+/// environment) as if each were written last with `:=`, then checks and
+/// stores every value.
+pub(super) fn parse(
     text: &str,
     origin: &Path,
-) -> Result<(Config, Vec<String>), ConfigError> {
+    overrides: Vec<Override>,
+) -> Result<Loaded, ConfigError> {
     let mut loader = Loader {
         assigned: HashMap::new(),
         seq: 0,
@@ -99,33 +91,71 @@ pub(super) fn parse_with_warnings(
         warnings: Vec::new(),
     };
     loader.parse_file(text.strip_prefix('\u{feff}').unwrap_or(text), origin)?;
+    for o in overrides {
+        loader.assign(o.key, Op::Replace, o.value, Source::Env(o.name))?;
+    }
+    loader.finish(origin)
+}
 
-    let mut written: Vec<&Assigned> = loader.assigned.values().collect();
-    written.sort_by_key(|a| a.seq);
-    let mut config = Config::default();
-    for a in written {
-        a.key.kind.apply(&mut config, &a.value).map_err(|m| {
-            ConfigError::at(
-                &a.loc.file,
-                a.loc.line,
-                format!("invalid value for {:?}: {m}", a.key.name),
-            )
-        })?;
-    }
-    if let Err((keys, message)) = cross_check(&config) {
-        // Point at the latest assignment of the keys involved; with only
-        // defaults (which pass) there is none, so fall back to the file.
-        let loc = keys
+impl Loader {
+    /// Checks the values in the order they were written and stores them.
+    fn finish(self, origin: &Path) -> Result<Loaded, ConfigError> {
+        let mut written: Vec<&Assigned> = self.assigned.values().collect();
+        written.sort_by_key(|a| a.seq);
+        let mut config = Config::default();
+        let mut stored = HashMap::new();
+        for a in written {
+            let typed = a.key.kind.apply(&mut config, &a.value).map_err(|m| {
+                a.source
+                    .error(origin, format!("invalid value for {:?}: {m}", a.key.name))
+            })?;
+            stored.insert(a.key.name, typed);
+        }
+        if let Err((keys, message)) = cross_check(&config) {
+            // Point at the latest assignment of the keys involved; with only
+            // defaults (which pass) there is none, so fall back to the file.
+            let source = keys
+                .iter()
+                .filter_map(|k| self.assigned.get(k))
+                .max_by_key(|a| a.seq)
+                .map(|a| &a.source);
+            return Err(match source {
+                Some(source) => source.error(origin, message),
+                None => ConfigError::in_file(origin, message),
+            });
+        }
+        // In table order, so `-t` lists keys grouped by section.
+        let settings = KEYS
             .iter()
-            .filter_map(|k| loader.assigned.get(k))
-            .max_by_key(|a| a.seq)
-            .map(|a| &a.loc);
-        return Err(match loc {
-            Some(loc) => ConfigError::at(&loc.file, loc.line, message),
-            None => ConfigError::in_file(origin, message),
-        });
+            .filter_map(|k| {
+                let typed = stored.remove(k.name)?;
+                Some(Setting {
+                    key: k.name,
+                    value: k.show(&typed),
+                    source: self.assigned[k.name].source.clone(),
+                })
+            })
+            .collect();
+        Ok(Loaded {
+            config,
+            path: origin.to_path_buf(),
+            settings,
+            warnings: self.warnings,
+        })
     }
-    Ok((config, loader.warnings))
+}
+
+#[cfg(test)]
+pub(super) fn load_with_warnings(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+    parse_with_warnings(&read_config(path)?, path)
+}
+
+#[cfg(test)]
+pub(super) fn parse_with_warnings(
+    text: &str,
+    origin: &Path,
+) -> Result<(Config, Vec<String>), ConfigError> {
+    parse(text, origin, Vec::new()).map(|l| (l.config, l.warnings))
 }
 
 const NOT_UTF8: &str = "not valid UTF-8 (the first bad byte is on this line)";
@@ -250,11 +280,11 @@ impl Loader {
         };
         let value = parse_value(lex, def.name)?;
         end_of_statement(lex, &format!("the value of {:?}", def.name))?;
-        let loc = Loc {
+        let source = Source::File {
             file: lex.file.to_path_buf(),
             line,
         };
-        self.assign(def, op, value, loc)
+        self.assign(def, op, value, source)
     }
 
     fn assign(
@@ -262,9 +292,10 @@ impl Loader {
         def: &'static Key,
         op: Op,
         value: Value,
-        loc: Loc,
+        source: Source,
     ) -> Result<(), ConfigError> {
-        let err = |msg: String| ConfigError::at(&loc.file, loc.line, msg);
+        // Errors below come from '+=', which only a file can write.
+        let err = |msg: String| source.error(&self.stack[0].1, msg);
         let previous = self.assigned.get(def.name);
         let value = match op {
             Op::Assign | Op::Replace => {
@@ -275,8 +306,8 @@ impl Loader {
                         "; use := to replace it on purpose"
                     };
                     self.warnings.push(format!(
-                        "{loc}: {:?} is set again (first at {}); the later value wins{hint}",
-                        def.name, prev.loc
+                        "{source}: {:?} is set again (first at {}); the later value wins{hint}",
+                        def.name, prev.source
                     ));
                 }
                 value
@@ -315,7 +346,7 @@ impl Loader {
             Assigned {
                 key: def,
                 value,
-                loc,
+                source,
                 seq,
             },
         );

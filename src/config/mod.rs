@@ -5,21 +5,29 @@
 //! docs/configuration.md (checked by a test) cannot drift apart. Value and
 //! cross-key rules are in [`validate`].
 
+mod env;
+mod files;
 mod keys;
 mod lexer;
 mod loader;
 mod suggest;
 mod validate;
 
+pub use env::env_name;
+
 #[cfg(test)]
 mod test_util;
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loader::{load_with_warnings, parse_with_warnings};
+/// Where the binary looks for its config when neither `-c` nor
+/// `COMETBOX_CONFIG` names one, in order: the packaged location first, so a
+/// stray gateway.conf in the working directory cannot shadow it.
+pub const SEARCH_PATH: [&str; 2] = ["/etc/cometbox/gateway.conf", "./gateway.conf"];
 
 /// Worker threads are capped here: each owns a poller and a connection table,
 /// and an I/O-bound gateway gains nothing from more threads than this, only
@@ -191,19 +199,74 @@ impl Default for AuthConfig {
 }
 
 impl Config {
-    /// Reads the file at `path` and the files it includes.
+    /// Reads the file at `path` and the files it includes. The environment
+    /// is not consulted and named files are not checked: that is
+    /// [`Config::load_with_env`], what the binary uses.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let (config, warnings) = load_with_warnings(path)?;
-        warnings.iter().for_each(|w| log::warn!("{w}"));
-        Ok(config)
+        let loaded = loader::parse(&loader::read_config(path)?, path, Vec::new())?;
+        loaded.warnings.iter().for_each(|w| log::warn!("{w}"));
+        Ok(loaded.config)
     }
 
     /// Parses `text` as if read from `origin`, which names the text in errors
     /// and is the base directory for its includes.
     pub fn parse_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let (config, warnings) = parse_with_warnings(text, origin)?;
-        warnings.iter().for_each(|w| log::warn!("{w}"));
-        Ok(config)
+        let loaded = loader::parse(text, origin, Vec::new())?;
+        loaded.warnings.iter().for_each(|w| log::warn!("{w}"));
+        Ok(loaded.config)
+    }
+
+    /// What the `cometbox` binary does both for `-t` and before it starts:
+    /// reads the file at `path`, applies the `COMETBOX_*` overrides found in
+    /// `env` (pass `std::env::vars_os()`), and checks that the files the
+    /// config names can be used ([`Loaded::check_files`]). Warnings are
+    /// returned, not logged.
+    pub fn load_with_env<I, K, V>(path: &Path, env: I) -> Result<Loaded, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let overrides = env::overrides(env, path)?;
+        let loaded = loader::parse(&loader::read_config(path)?, path, overrides)?;
+        loaded.check_files()?;
+        Ok(loaded)
+    }
+
+    /// [`Config::load_with_env`] on text, without the file checks.
+    pub fn parse_with_env<I, K, V>(text: &str, origin: &Path, env: I) -> Result<Loaded, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        loader::parse(text, origin, env::overrides(env, origin)?)
+    }
+
+    /// The config file to read: `-c` (`explicit`), else `COMETBOX_CONFIG`
+    /// (`from_env`, ignored when empty), else the first of [`SEARCH_PATH`]
+    /// for which `exists` holds.
+    pub fn find(
+        explicit: Option<PathBuf>,
+        from_env: Option<OsString>,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<PathBuf, ConfigError> {
+        if let Some(path) = explicit {
+            return Ok(path);
+        }
+        if let Some(path) = from_env.filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(path));
+        }
+        SEARCH_PATH
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| exists(p))
+            .ok_or_else(|| {
+                ConfigError::nowhere(format!(
+                    "no config file: tried {} and {} (name one with -c FILE or COMETBOX_CONFIG)",
+                    SEARCH_PATH[0], SEARCH_PATH[1]
+                ))
+            })
     }
 
     /// Worker threads to start: `server.workers`, or one per core when it is
@@ -218,20 +281,77 @@ impl Config {
     }
 }
 
-/// A config that cannot be used, with the file (and line) to fix.
+/// A loaded config, with where each value that is not a default came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The config file read.
+    pub path: PathBuf,
+    /// Every key set in the files or the environment, in key-table order.
+    pub settings: Vec<Setting>,
+    /// Problems that do not stop the gateway, e.g. a key set twice.
+    pub warnings: Vec<String>,
+}
+
+/// One key's effective value; `Display` gives the line `-t` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub key: &'static str,
+    /// In config syntax; secrets shown as `(hidden)`.
+    pub value: String,
+    pub source: Source,
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}  ({})", self.key, self.value, self.source)
+    }
+}
+
+/// Where a key got its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A line of the config file or of a file it includes.
+    File { file: PathBuf, line: usize },
+    /// An environment variable, `COMETBOX_...`.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File { file, line } => write!(f, "{}:{line}", file.display()),
+            Source::Env(name) => write!(f, "env {name}"),
+        }
+    }
+}
+
+impl Source {
+    /// An error about the value set here; `origin`, the config file, is the
+    /// file of an error from the environment.
+    fn error(&self, origin: &Path, message: impl Into<String>) -> ConfigError {
+        match self {
+            Source::File { file, line } => ConfigError::at(file, *line, message),
+            Source::Env(name) => ConfigError::in_env(origin, name, message),
+        }
+    }
+}
+
+/// A config that cannot be used, with the file (and line) or the environment
+/// variable to fix.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConfigError {
     file: PathBuf,
     line: Option<usize>,
+    env: Option<String>,
     message: String,
 }
 
 impl ConfigError {
     fn at(file: &Path, line: usize, message: impl Into<String>) -> ConfigError {
         ConfigError {
-            file: file.to_path_buf(),
             line: Some(line),
-            message: message.into(),
+            ..ConfigError::in_file(file, message)
         }
     }
 
@@ -239,12 +359,26 @@ impl ConfigError {
         ConfigError {
             file: file.to_path_buf(),
             line: None,
+            env: None,
             message: message.into(),
         }
     }
 
+    fn in_env(origin: &Path, name: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            env: Some(name.to_string()),
+            ..ConfigError::in_file(origin, message)
+        }
+    }
+
+    /// No file to point at: none was found.
+    fn nowhere(message: impl Into<String>) -> ConfigError {
+        ConfigError::in_file(Path::new(""), message)
+    }
+
     /// The file to fix, as it was named (origin, or include path joined to
-    /// the including file's directory).
+    /// the including file's directory). For an error in an environment
+    /// variable, the config file it applies to.
     pub fn file(&self) -> &Path {
         &self.file
     }
@@ -252,6 +386,11 @@ impl ConfigError {
     /// The line to fix, when the problem is on one line.
     pub fn line(&self) -> Option<usize> {
         self.line
+    }
+
+    /// The environment variable to fix, when the problem is in one.
+    pub fn env_var(&self) -> Option<&str> {
+        self.env.as_deref()
     }
 
     /// The message without the location prefix.
@@ -262,9 +401,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
+        match (&self.env, self.line) {
+            (Some(name), _) => write!(f, "env {name}: {}", self.message),
+            (None, Some(line)) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            (None, None) if self.file.as_os_str().is_empty() => f.write_str(&self.message),
+            (None, None) => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
 }
@@ -282,6 +423,7 @@ impl std::error::Error for ConfigError {}
 #[cfg(test)]
 mod tests {
     use super::keys::KEYS;
+    use super::loader::{load_with_warnings, parse_with_warnings};
     use super::test_util::{manifest_path, parse};
     use super::*;
 
@@ -336,6 +478,10 @@ mod tests {
         assert_eq!(format!("{e:?}"), "g.conf:12: boom");
         let e = ConfigError::in_file(Path::new("g.conf"), "boom");
         assert_eq!(e.to_string(), "g.conf: boom");
+        let e = ConfigError::in_env(Path::new("g.conf"), "COMETBOX_SERVER_PORT", "boom");
+        assert_eq!(e.to_string(), "env COMETBOX_SERVER_PORT: boom");
+        assert_eq!(e.env_var(), Some("COMETBOX_SERVER_PORT"));
+        assert_eq!(e.file(), Path::new("g.conf"));
         let _: &dyn std::error::Error = &e;
     }
 
@@ -399,5 +545,80 @@ mod tests {
                 key.name
             );
         }
+    }
+
+    #[test]
+    fn settings_say_where_each_value_came_from() {
+        let text = "server.port = 8080\n\nmailbox.backend-password = \"pw\"\n\
+            mailbox.cors-origins = ( \"https://a.example\" )\n";
+        let l = Config::parse_with_env(
+            text,
+            Path::new("g.conf"),
+            [("COMETBOX_SERVER_PORT", "9000")],
+        )
+        .unwrap();
+        let lines: Vec<String> = l.settings.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "server.port = 9000  (env COMETBOX_SERVER_PORT)",
+                "mailbox.backend-password = (hidden)  (g.conf:3)",
+                "mailbox.cors-origins = ( \"https://a.example\" )  (g.conf:4)",
+            ]
+        );
+        assert_eq!(l.path, Path::new("g.conf"));
+    }
+
+    /// What -t prints reads back as the same config, so it can be pasted.
+    #[test]
+    fn settings_read_back_as_the_same_config() {
+        let text = "server.bind = \"[::1]\"\nserver.workers = \"3\"\n\
+            mailbox.backend-socket-mode = 640\nmailbox.url-prefix = \"/a\\\"b\\\\c/\"\n\
+            auth.required = \"on\"\nauth.jwt-secret-file = \"/k\"\n\
+            auth.public-prefixes = ( \"p:\", \"q.\" )\nmailbox.cors-origins = ()\n";
+        let l = Config::parse_with_env(text, Path::new("g.conf"), Vec::<(String, String)>::new())
+            .unwrap();
+        let again: String = l
+            .settings
+            .iter()
+            .map(|s| format!("{} = {}\n", s.key, s.value))
+            .collect();
+        assert_eq!(parse(&again).unwrap(), l.config, "{again}");
+        assert!(
+            again.contains("mailbox.backend-socket-mode = \"0640\""),
+            "{again}"
+        );
+        assert!(again.contains("auth.required = \"enable\""), "{again}");
+    }
+
+    #[test]
+    fn config_file_search_order() {
+        let none = |_: &Path| false;
+        let all = |_: &Path| true;
+        let only_local = |p: &Path| p == Path::new("./gateway.conf");
+        let explicit = Some(PathBuf::from("a.conf"));
+        let from_env = Some(OsString::from("b.conf"));
+        assert_eq!(
+            Config::find(explicit.clone(), from_env.clone(), none).unwrap(),
+            Path::new("a.conf")
+        );
+        assert_eq!(
+            Config::find(None, from_env, none).unwrap(),
+            Path::new("b.conf")
+        );
+        assert_eq!(
+            Config::find(None, Some(OsString::new()), all).unwrap(),
+            Path::new("/etc/cometbox/gateway.conf")
+        );
+        assert_eq!(
+            Config::find(None, None, only_local).unwrap(),
+            Path::new("./gateway.conf")
+        );
+        let e = Config::find(None, None, none).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no config file: tried /etc/cometbox/gateway.conf and ./gateway.conf (name one with \
+            -c FILE or COMETBOX_CONFIG)"
+        );
     }
 }
