@@ -104,7 +104,7 @@ fn check_socket_path(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::keys::{KEYS, Kind};
+    use crate::config::keys::{KEYS, Kind, Text};
     use crate::config::test_util::TempDir;
 
     /// `text` in `dir`/gateway.conf, loaded as the binary loads it.
@@ -133,7 +133,13 @@ mod tests {
             .map(|f| f.0)
             .collect();
         for key in KEYS {
-            let is_file = matches!(key.kind, Kind::Str { what: "file", .. });
+            let is_file = matches!(
+                key.kind,
+                Kind::Str {
+                    what: Text::File,
+                    ..
+                }
+            );
             assert_eq!(is_file, listed.contains(&key.name), "{}", key.name);
         }
     }

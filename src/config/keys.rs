@@ -60,11 +60,9 @@ pub(super) enum Kind {
     },
     /// "enable"/"disable" and lighttpd's synonyms.
     Bool(fn(&mut Config, bool)),
-    /// A quoted string. `what` says what it holds: "string", "path", "file"
-    /// (a path that must name a readable file, checked by `-t` and at start)
-    /// or "secret" (a string `-t` does not print).
+    /// A quoted string; `what` says what it holds.
     Str {
-        what: &'static str,
+        what: Text,
         check: fn(&str) -> Result<(), String>,
         set: fn(&mut Config, String),
     },
@@ -77,6 +75,21 @@ pub(super) enum Kind {
     Addr(fn(&mut Config, IpAddr)),
     /// Octal permission bits, quoted or bare.
     Mode(fn(&mut Config, u32)),
+}
+
+/// What a string key holds, which decides how it is described, checked and
+/// shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Text {
+    /// Any string the key's own check accepts.
+    Plain,
+    /// A filesystem path, used as written.
+    Path,
+    /// A path that must name a readable file: `-t` and the start check it
+    /// (config/files.rs).
+    File,
+    /// A password: `-t` does not print it.
+    Secret,
 }
 
 #[derive(Clone, Copy)]
@@ -241,7 +254,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "mailbox.url-prefix",
         kind: Kind::Str {
-            what: "string",
+            what: Text::Plain,
             check: check_url_prefix,
             set: |c, s| c.mailbox.url_prefix = s,
         },
@@ -252,7 +265,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "mailbox.backend-socket",
         kind: Kind::Str {
-            what: "path",
+            what: Text::Path,
             check: check_socket_path,
             set: |c, s| c.mailbox.backend_socket = PathBuf::from(s),
         },
@@ -268,7 +281,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "mailbox.backend-socket-group",
         kind: Kind::Str {
-            what: "string",
+            what: Text::Plain,
             check: check_any,
             set: |c, s| c.mailbox.backend_socket_group = opt(s),
         },
@@ -279,7 +292,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "mailbox.backend-password",
         kind: Kind::Str {
-            what: "secret",
+            what: Text::Secret,
             check: check_any,
             set: |c, s| c.mailbox.backend_password = opt(s),
         },
@@ -477,7 +490,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "auth.jwt-secret-file",
         kind: Kind::Str {
-            what: "file",
+            what: Text::File,
             check: check_any,
             set: |c, s| c.auth.jwt_secret_file = opt(s).map(PathBuf::from),
         },
@@ -489,7 +502,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "auth.jwt-public-key-file",
         kind: Kind::Str {
-            what: "file",
+            what: Text::File,
             check: check_any,
             set: |c, s| c.auth.jwt_public_key_file = opt(s).map(PathBuf::from),
         },
@@ -524,7 +537,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "auth.cookie",
         kind: Kind::Str {
-            what: "string",
+            what: Text::Plain,
             check: check_cookie_name,
             set: |c, s| c.auth.cookie = opt(s),
         },
@@ -534,7 +547,7 @@ pub(super) static KEYS: &[Key] = &[
     Key {
         name: "auth.audience",
         kind: Kind::Str {
-            what: "string",
+            what: Text::Plain,
             check: check_any,
             set: |c, s| c.auth.audience = opt(s),
         },
@@ -551,7 +564,9 @@ impl Key {
     /// A stored value as `-t` prints it: in config syntax, secrets hidden.
     pub(super) fn show(&self, value: &Typed) -> String {
         match self.kind {
-            Kind::Str { what: "secret", .. } => "(hidden)".to_string(),
+            Kind::Str {
+                what: Text::Secret, ..
+            } => "(hidden)".to_string(),
             _ => value.to_string(),
         }
     }
@@ -627,7 +642,7 @@ impl Kind {
             }
             Kind::Bool(_) => r#""enable" or "disable""#.to_string(),
             Kind::Str {
-                what: "path" | "file",
+                what: Text::Path | Text::File,
                 ..
             } => "a path in double quotes".to_string(),
             Kind::Str { .. } => "a string in double quotes".to_string(),
@@ -655,9 +670,13 @@ impl Kind {
                 }
             }
             Kind::Bool(_) => "boolean".to_string(),
-            Kind::Str { what: "file", .. } => "path of a readable file".to_string(),
-            Kind::Str { what: "secret", .. } => "string, not shown by -t".to_string(),
-            Kind::Str { what, .. } => what.to_string(),
+            Kind::Str { what, .. } => match what {
+                Text::Plain => "string",
+                Text::Path => "path",
+                Text::File => "path of a readable file",
+                Text::Secret => "string, not shown by -t",
+            }
+            .to_string(),
             Kind::List { .. } => "array of strings".to_string(),
             Kind::Addr(_) => "IP address".to_string(),
             Kind::Mode(_) => "octal mode, 0 to 0777".to_string(),

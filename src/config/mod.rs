@@ -1,9 +1,10 @@
 //! The gateway configuration: the typed [`Config`] and the ways to get one.
-//! `gateway.conf` (a subset of lighttpd's syntax) is read by [`loader`] with
-//! tokens from [`lexer`]; every key lives in the one table in [`keys`], so the
-//! unknown-key check, the "did you mean" hint ([`suggest`]) and
-//! docs/configuration.md (checked by a test) cannot drift apart. Value and
-//! cross-key rules are in [`validate`].
+//! `gateway.conf` (a subset of lighttpd's syntax) is read by `loader` with
+//! tokens from `lexer`; every key lives in the one table in `keys`, so the
+//! unknown-key check, the "did you mean" hint (`suggest`), the environment
+//! overrides (`env`) and docs/configuration.md (checked by a test) cannot
+//! drift apart. Value and cross-key rules are in `validate`; `files` checks
+//! the files a config names, so `cometbox -t` fails where the start would.
 
 mod env;
 mod files;
