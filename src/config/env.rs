@@ -9,8 +9,8 @@ use std::path::Path;
 
 use super::ConfigError;
 use super::keys::{KEYS, Key, Kind};
-use super::loader::Value;
 use super::suggest::{edit_distance, suggest};
+use super::value::Value;
 
 const PREFIX: &str = "COMETBOX_";
 

@@ -3,16 +3,15 @@
 //! (the loader, the "did you mean" hint, docs/configuration.md and the
 //! shipped gateway.conf, both checked by tests) reads this one table.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::loader::Value;
 use super::validate::{
     check_any, check_cookie_name, check_cors_origins, check_public_prefixes, check_socket_path,
     check_url_prefix, parse_bind, parse_mode,
 };
+use super::value::{Typed, Value};
 use super::{Config, MAX_WORKERS};
 
 /// Upper bound on every duration in seconds (one year). Deadlines are
@@ -570,57 +569,6 @@ impl Key {
             _ => value.to_string(),
         }
     }
-}
-
-/// A value that passed its key's checks, as stored: what `-t` shows.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) enum Typed {
-    Int(i64),
-    Bool(bool),
-    Str(String),
-    List(Vec<String>),
-    Addr(IpAddr),
-    Mode(u32),
-}
-
-/// Written back in config-file syntax, so `-t` output can be pasted into a
-/// config file.
-impl fmt::Display for Typed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Typed::Int(n) => write!(f, "{n}"),
-            Typed::Bool(b) => f.write_str(if *b { "\"enable\"" } else { "\"disable\"" }),
-            Typed::Str(s) => write_quoted(f, s),
-            Typed::List(items) if items.is_empty() => f.write_str("()"),
-            Typed::List(items) => {
-                f.write_str("( ")?;
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write_quoted(f, item)?;
-                }
-                f.write_str(" )")
-            }
-            Typed::Addr(a) => write!(f, "\"{a}\""),
-            Typed::Mode(m) => write!(f, "\"{m:04o}\""),
-        }
-    }
-}
-
-/// A string with the lexer's escapes, so it reads back as the same string.
-fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    f.write_str("\"")?;
-    for c in s.chars() {
-        match c {
-            '"' => f.write_str("\\\"")?,
-            '\\' => f.write_str("\\\\")?,
-            '\n' => f.write_str("\\n")?,
-            '\t' => f.write_str("\\t")?,
-            c => write!(f, "{c}")?,
-        }
-    }
-    f.write_str("\"")
 }
 
 impl Kind {

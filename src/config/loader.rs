@@ -10,30 +10,13 @@ use super::keys::{KEYS, Key, Kind, find_key};
 use super::lexer::{Lexer, Tok};
 use super::suggest::suggest;
 use super::validate::cross_check;
+use super::value::Value;
 use super::{Config, ConfigError, Loaded, Setting, Source};
 
 /// Include nesting limit. A conf.d layout needs two or three levels; the
 /// bound stops a cycle that path comparison cannot see (e.g. through a file
 /// that cannot be canonicalized) before it exhausts the stack.
 const MAX_INCLUDE_DEPTH: usize = 16;
-
-/// A value as written, before it is checked against its key.
-#[derive(Clone, Debug)]
-pub(super) enum Value {
-    Str(String),
-    Int(String),
-    List(Vec<Value>),
-}
-
-impl Value {
-    pub(super) fn describe(&self) -> String {
-        match self {
-            Value::Str(s) => format!("the string {s:?}"),
-            Value::Int(t) => format!("the number {t}"),
-            Value::List(_) => "an array".to_string(),
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {

@@ -13,6 +13,7 @@ mod lexer;
 mod loader;
 mod suggest;
 mod validate;
+mod value;
 
 pub use env::env_name;
 
