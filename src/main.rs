@@ -1,15 +1,25 @@
 //! The `cometbox` command: flags in, a config loaded, the gateway run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use cometbox::Config;
+
 const USAGE: &str = "\
-usage: cometbox -c FILE        run the gateway with this config
-       cometbox -t -c FILE     check the config and exit (0 if valid)
+usage: cometbox [-c FILE]      run the gateway with this config
+       cometbox -t [-c FILE]   check the config as a start would, print every
+                               key set and where, and exit (0 if valid)
        cometbox --help | --version
 
+The config file is -c FILE, else $COMETBOX_CONFIG, else the first that
+exists of /etc/cometbox/gateway.conf and ./gateway.conf.
+
+Any key can be set from the environment: COMETBOX_ and the key in capitals
+with '.' and '-' as '_', e.g. COMETBOX_SERVER_PORT=9000 for server.port.
+It wins over the file.
+
 Logging: RUST_LOG=debug|info|warn|error (default info).
-Docs: README.md and docs/ in the source tree.";
+Docs: README.md and docs/configuration.md in the source tree.";
 
 fn main() -> ExitCode {
     let mut config_path: Option<PathBuf> = None;
@@ -36,22 +46,28 @@ fn main() -> ExitCode {
             _ => return usage_error(&format!("unknown argument {}", arg.to_string_lossy())),
         }
     }
-    let Some(config_path) = config_path else {
-        return usage_error("no config file given");
-    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match cometbox::Config::load(&config_path) {
-        Ok(config) => config,
+    // A file that cannot be probed (a directory we may not search) counts as
+    // present, so the error says why it cannot be read.
+    let exists = |p: &Path| !matches!(p.try_exists(), Ok(false));
+    let loaded = Config::find(config_path, std::env::var_os("COMETBOX_CONFIG"), exists)
+        .and_then(|path| Config::load_with_env(&path, std::env::vars_os()));
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("cometbox: {e}");
             return ExitCode::FAILURE;
         }
     };
+    loaded.warnings.iter().for_each(|w| log::warn!("{w}"));
     if test_only {
-        println!("cometbox: {} is valid", config_path.display());
+        for setting in &loaded.settings {
+            println!("{setting}");
+        }
+        println!("cometbox: {} is valid", loaded.path.display());
         return ExitCode::SUCCESS;
     }
-    match cometbox::run(config) {
+    match cometbox::run(loaded.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
