@@ -110,8 +110,9 @@ impl Auth {
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        // Clocks of app servers and the gateway drift a little.
-        validation.leeway = 5;
+        // Clocks of app servers and the gateway drift a little
+        // (`auth.clock-leeway`).
+        validation.leeway = config.clock_leeway.as_secs();
         match &config.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,

@@ -93,7 +93,7 @@ impl Gateway {
         let workers = config.worker_count();
 
         let addr = SocketAddr::new(config.server.bind, config.server.port);
-        let std_listener = crate::net::listen(addr, 4096 /* TODO server.listen-backlog */)
+        let std_listener = crate::net::listen(addr, config.server.listen_backlog)
             .map_err(|e| StartError(format!("cannot listen for HTTP on {addr}: {e}")))?;
         let local = std_listener.local_addr().unwrap_or(addr);
         // Workers accept browsers themselves, each with its own handle on
@@ -117,7 +117,7 @@ impl Gateway {
             port => {
                 // The config loader refuses a non-loopback bind without a password.
                 let addr = SocketAddr::new(config.mailbox.backend_bind, port);
-                let listener = crate::net::listen(addr, 4096 /* TODO server.listen-backlog */)
+                let listener = crate::net::listen(addr, config.server.listen_backlog)
                     .map_err(start_error(&format!(
                         "cannot listen for backends on {addr}"
                     )))?;
