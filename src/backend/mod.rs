@@ -269,10 +269,12 @@ impl Hub for WorkerHub<'_> {
         self.shared.store.subscriber_count(mailbox)
     }
 
-    fn channels(&mut self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
+    fn channels(&mut self) -> Vec<Vec<u8>> {
+        // Keep everything: the caller filters with its pattern after the
+        // store's shard locks are released.
         self.shared
             .store
-            .active_names(|name| pattern.is_none_or(|p| commands::glob_match(p, name.as_bytes())))
+            .active_names(|_| true)
             .iter()
             .map(|name| name.as_bytes().to_vec())
             .collect()
