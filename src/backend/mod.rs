@@ -10,6 +10,7 @@ pub mod resp;
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mio::event::Source;
@@ -26,6 +27,52 @@ use resp::{Decoded, Decoder, Limits};
 /// Read size per syscall for backend sockets: pipelined publishes arrive in
 /// bulk, so read big.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Argument memory all backends' unfinished commands may hold together. Each
+/// connection is capped at `max-message-size` + 1 MiB ([`Limits::new`]);
+/// this bounds many of them at once: 128 maximal PUBLISHes arriving at the
+/// same moment at the default message size.
+pub const MAX_COMMANDS_TOTAL: usize = 256 * 1024 * 1024;
+
+/// The argument memory held by every backend connection's unfinished
+/// command, against [`MAX_COMMANDS_TOTAL`]. One per gateway, shared by the
+/// workers (clone it into each connection); a connection that would push it
+/// over the cap is refused as Redis refuses a client past
+/// `client-query-buffer-limit`.
+#[derive(Clone, Debug)]
+pub struct CommandBudget {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl CommandBudget {
+    pub fn new(limit: usize) -> CommandBudget {
+        CommandBudget {
+            held: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Moves one connection's share from `from` to `to` bytes. False, and
+    /// the share left at `from`, if growing would pass the limit.
+    fn update(&self, from: usize, to: usize) -> bool {
+        if to <= from {
+            self.held.fetch_sub(from - to, Ordering::Relaxed);
+            return true;
+        }
+        let grow = to - from;
+        let before = self.held.fetch_add(grow, Ordering::Relaxed);
+        if before.saturating_add(grow) > self.limit {
+            self.held.fetch_sub(grow, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
 
 /// A backend's socket: the Unix socket, or the optional TCP listener
 /// (`mailbox.backend-port`).
@@ -95,6 +142,10 @@ pub struct BackendConn {
     out: Vec<u8>,
     out_pos: usize,
     decoder: Decoder,
+    /// The gateway-wide argument budget, and this connection's share of it
+    /// (what `decoder` held when last counted).
+    budget: CommandBudget,
+    charged: usize,
     session: Session,
     /// QUIT, a protocol error or shutdown: close once replies are written.
     pub closing: bool,
@@ -104,15 +155,27 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
+    /// A connection with a budget of its own: the per-connection cap holds,
+    /// the gateway-wide one does not. The reactor should use
+    /// [`BackendConn::with_budget`] with one [`CommandBudget`] for all.
     pub fn new(sock: BackendStream, id: u64, config: &MailboxConfig) -> BackendConn {
+        BackendConn::with_budget(sock, id, config, CommandBudget::new(MAX_COMMANDS_TOTAL))
+    }
+
+    pub fn with_budget(
+        sock: BackendStream,
+        id: u64,
+        config: &MailboxConfig,
+        budget: CommandBudget,
+    ) -> BackendConn {
         BackendConn {
             sock,
             inbuf: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
-            decoder: Decoder::new(Limits {
-                max_bulk: config.max_message_size,
-            }),
+            decoder: Decoder::new(Limits::new(config.max_message_size)),
+            budget,
+            charged: 0,
             session: Session::new(id, config.backend_password.is_some()),
             closing: false,
             dead: false,
@@ -159,7 +222,12 @@ impl BackendConn {
     pub fn execute_buffered(&mut self, hub: &mut WorkerHub<'_>) {
         let mut pos = 0;
         while !self.closing && pos < self.inbuf.len() {
-            match self.decoder.decode(&self.inbuf[pos..]) {
+            let decoded = self.decoder.decode(&self.inbuf[pos..]);
+            let decoded = match self.charge_budget() {
+                Ok(()) => decoded,
+                Err(e) => Err(e),
+            };
+            match decoded {
                 Ok(Decoded::NeedMore { consumed }) => {
                     pos += consumed;
                     break;
@@ -178,16 +246,8 @@ impl BackendConn {
                     consumed,
                 }) => {
                     pos += consumed;
-                    let _ = (name, len);
-                    resp::error(
-                        &mut self.out,
-                        &format!(
-                            "ERR {}",
-                            StoreError::TooLarge {
-                                limit: hub.max_message_size()
-                            }
-                        ),
-                    );
+                    let limit = hub.max_message_size();
+                    resp::error(&mut self.out, &too_large_text(&name, len, limit));
                 }
                 Err(e) => {
                     hub.protocol_error();
@@ -209,6 +269,26 @@ impl BackendConn {
         }
     }
 
+    /// Brings this connection's share of the gateway-wide budget up to what
+    /// the decoder holds now.
+    fn charge_budget(&mut self) -> Result<(), resp::ProtocolError> {
+        let held = self.decoder.held();
+        if held == self.charged {
+            return Ok(());
+        }
+        if !self.budget.update(self.charged, held) {
+            return Err(resp::ProtocolError::Malformed(
+                format!(
+                    "too big multibulk request: backends' unfinished commands would hold over {} bytes",
+                    self.budget.limit
+                )
+                .into(),
+            ));
+        }
+        self.charged = held;
+        Ok(())
+    }
+
     /// Writes pending replies. Ok(true) when all are written.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.out_pos < self.out.len() {
@@ -227,6 +307,25 @@ impl BackendConn {
         }
         Ok(true)
     }
+}
+
+impl Drop for BackendConn {
+    /// Gives this connection's share of the budget back, however it ends.
+    fn drop(&mut self) {
+        self.budget.update(self.charged, 0);
+    }
+}
+
+/// The reply to a command with an argument over `mailbox.max-message-size`:
+/// the store's text, then which command and how long the argument was, so a
+/// backend's log says what was refused.
+fn too_large_text(name: &[u8], len: usize, limit: usize) -> String {
+    let base = format!("ERR {}", StoreError::TooLarge { limit });
+    if name.is_empty() {
+        return format!("{base}: a command name of {len} bytes");
+    }
+    let shown = String::from_utf8_lossy(&name[..name.len().min(64)]).to_ascii_uppercase();
+    format!("{base}: {shown} argument of {len} bytes")
 }
 
 /// The commands' view of the gateway, from one worker's turn: publishes go
@@ -348,5 +447,38 @@ impl Hub for WorkerHub<'_> {
 
     fn uptime_secs(&self) -> Option<u64> {
         Some(self.shared.started.elapsed().as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_refuses_growth_past_the_limit_and_gives_back() {
+        let budget = CommandBudget::new(100);
+        let other = budget.clone();
+        assert!(budget.update(0, 60));
+        assert!(!other.update(0, 41), "60 + 41 is over 100");
+        assert_eq!(budget.held(), 60, "a refused growth charges nothing");
+        assert!(other.update(0, 40));
+        assert!(budget.update(60, 10));
+        assert!(other.update(40, 90));
+        assert!(budget.update(10, 0) && other.update(90, 0));
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// Regression: the decoder's name and length of an oversized argument
+    /// were dropped and every backend saw the same bare text.
+    #[test]
+    fn too_large_reply_says_which_command_and_how_long() {
+        assert_eq!(
+            too_large_text(b"publish", 5000, 1024),
+            "ERR message exceeds mailbox.max-message-size (1024 bytes): PUBLISH argument of 5000 bytes"
+        );
+        assert_eq!(
+            too_large_text(b"", 2000, 1024),
+            "ERR message exceeds mailbox.max-message-size (1024 bytes): a command name of 2000 bytes"
+        );
     }
 }

@@ -26,10 +26,36 @@ pub const MAX_INLINE_LEN: usize = 64 * 1024;
 /// up to 64 KiB of it as Redis does (Redis replies with the same text).
 const MAX_LEN_DIGITS: usize = 20;
 
+/// What one argument costs beyond its bytes while a command is read: its
+/// `Vec` header in the argument list (24 bytes, and the list doubles as it
+/// grows) and the allocator's smallest block (32 bytes). Counting only the
+/// bytes let an unfinished `*1048576` of 1-byte arguments hold 56 MB.
+pub const ARG_OVERHEAD: usize = 64;
+
+/// Room beside one maximal argument in a command's memory cap: the name, a
+/// mailbox, or a DEL / PUBSUB NUMSUB of some ten thousand names.
+pub const COMMAND_SLACK: usize = 1024 * 1024;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Longest argument kept: `mailbox.max-message-size`.
     pub max_bulk: usize,
+    /// Most memory the arguments of one command may hold while it arrives,
+    /// counting [`ARG_OVERHEAD`] per argument (Redis'
+    /// `client-query-buffer-limit`): one maximal PUBLISH fits, a million
+    /// tiny arguments do not.
+    pub max_command: usize,
+}
+
+impl Limits {
+    /// Limits for arguments of at most `max_bulk` bytes, the command cap
+    /// derived from it.
+    pub fn new(max_bulk: usize) -> Limits {
+        Limits {
+            max_bulk,
+            max_command: max_bulk.saturating_add(COMMAND_SLACK),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +141,9 @@ pub struct Decoder {
     count: usize,
     /// Length of the first oversized argument of this multibulk.
     oversized: Option<usize>,
+    /// Memory `args` holds by the [`Limits::max_command`] count: bytes plus
+    /// [`ARG_OVERHEAD`] per argument, including the one being awaited.
+    held: usize,
     /// Bytes of an unfinished inline line already searched for `\n`, so a
     /// line trickling in is not rescanned from its start on every read.
     inline_scanned: usize,
@@ -129,8 +158,15 @@ impl Decoder {
             index: 0,
             count: 0,
             oversized: None,
+            held: 0,
             inline_scanned: 0,
         }
+    }
+
+    /// Memory the unfinished command holds (see [`Limits::max_command`]),
+    /// for a cap shared by many connections.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// Decodes the next command from `buf`, the unconsumed input. After an
@@ -168,6 +204,7 @@ impl Decoder {
                     self.count = n as usize; // 1..=MAX_MULTIBULK_LEN
                     self.index = 0;
                     self.oversized = None;
+                    self.held = 0;
                     self.state = State::BulkHeader;
                 }
                 State::BulkHeader => {
@@ -192,9 +229,13 @@ impl Decoder {
                         if self.oversized.is_none() {
                             self.oversized = Some(len);
                             self.args.truncate(1); // keep only the name
+                            self.held = self.args.first().map_or(0, |a| a.len() + ARG_OVERHEAD);
                         }
                         self.state = State::Skip(len);
                     } else {
+                        if self.oversized.is_none() {
+                            self.charge(len)?;
+                        }
                         self.state = State::BulkData(len);
                     }
                 }
@@ -238,6 +279,22 @@ impl Decoder {
         }
     }
 
+    /// Counts an argument of `len` bytes against [`Limits::max_command`]
+    /// before it is buffered.
+    fn charge(&mut self, len: usize) -> Result<(), ProtocolError> {
+        let held = self.held.saturating_add(len + ARG_OVERHEAD); // len ≤ 512 MiB
+        if held > self.limits.max_command {
+            return Err(ProtocolError::Malformed(Cow::Owned(format!(
+                "too big multibulk request: argument {} of {} would hold {held} bytes, over the {} allowed",
+                self.index + 1,
+                self.count,
+                self.limits.max_command
+            ))));
+        }
+        self.held = held;
+        Ok(())
+    }
+
     /// One argument of the multibulk is done; returns the command if it was
     /// the last.
     fn next_argument(&mut self, pos: usize) -> Option<Result<Decoded, ProtocolError>> {
@@ -247,6 +304,7 @@ impl Decoder {
             return None;
         }
         self.state = State::Idle;
+        self.held = 0;
         let args = std::mem::take(&mut self.args);
         let oversized = self.oversized.take();
         Some(self.finish(args, oversized, pos))
@@ -648,8 +706,12 @@ mod tests {
 
     impl Caller {
         fn new(max_bulk: usize) -> Self {
+            Caller::with_limits(Limits::new(max_bulk))
+        }
+
+        fn with_limits(limits: Limits) -> Self {
             Caller {
-                decoder: Decoder::new(Limits { max_bulk }),
+                decoder: Decoder::new(limits),
                 buf: Vec::new(),
                 events: Vec::new(),
                 max_buffered: 0,
@@ -865,7 +927,7 @@ mod tests {
 
     #[test]
     fn display_gives_redis_text() {
-        let e = Decoder::new(Limits { max_bulk: 10 })
+        let e = Decoder::new(Limits::new(10))
             .decode(b"*1\r\n$x\r\n")
             .unwrap_err();
         assert_eq!(
@@ -975,7 +1037,7 @@ mod tests {
 
     #[test]
     fn largest_legal_bulk_is_skipped_without_buffering() {
-        let mut decoder = Decoder::new(Limits { max_bulk: 1024 });
+        let mut decoder = Decoder::new(Limits::new(1024));
         let head = b"*2\r\n$4\r\nECHO\r\n$536870912\r\n";
         assert_eq!(
             decoder.decode(head),
@@ -1021,9 +1083,7 @@ mod tests {
         );
 
         // A huge count or bulk claim reserves nothing before the bytes come.
-        let mut decoder = Decoder::new(Limits {
-            max_bulk: usize::MAX,
-        });
+        let mut decoder = Decoder::new(Limits::new(usize::MAX));
         assert_eq!(
             decoder.decode(b"*1048576\r\n"),
             Ok(Decoded::NeedMore { consumed: 10 })
@@ -1035,6 +1095,70 @@ mod tests {
         );
         assert!(decoder.args.capacity() <= 16);
         assert_eq!(decoder.state, State::BulkData(100_000_000));
+    }
+
+    /// Regression: `*1048576` followed by 1-byte arguments, never finished,
+    /// held 56 MB per connection with no cap.
+    #[test]
+    fn unfinished_multibulk_memory_is_capped() {
+        let limits = Limits {
+            max_bulk: 1024,
+            max_command: 64 * 1024,
+        };
+        let mut caller = Caller::with_limits(limits);
+        caller.feed(b"*1048576\r\n");
+        let mut sent = 0;
+        while !caller.failed {
+            caller.feed(b"$1\r\nx\r\n");
+            sent += 1;
+            assert!(caller.decoder.held() <= limits.max_command);
+        }
+        let most = limits.max_command / (1 + ARG_OVERHEAD);
+        assert_eq!(sent, most + 1, "refused at the first argument past the cap");
+        assert_eq!(
+            caller.events,
+            [err(&format!(
+                "too big multibulk request: argument {} of 1048576 would hold {} bytes, over the 65536 allowed",
+                most + 1,
+                (most + 1) * (1 + ARG_OVERHEAD)
+            ))]
+        );
+        // Any split of the same input fails the same way.
+        let mut input = b"*1048576\r\n".to_vec();
+        input.extend(b"$1\r\nx\r\n".repeat(most + 1));
+        let bytes: Vec<&[u8]> = input.chunks(997).collect();
+        let mut caller = Caller::with_limits(limits);
+        for chunk in bytes {
+            caller.feed(chunk);
+        }
+        assert_eq!(caller.events.len(), 1);
+        assert!(
+            matches!(&caller.events[0], Event::Error(e) if e.to_string().starts_with("too big multibulk"))
+        );
+    }
+
+    #[test]
+    fn command_cap_fits_a_maximal_publish_and_resets_between_commands() {
+        let max_bulk = 64 * 1024;
+        let mut input = Vec::new();
+        for _ in 0..3 {
+            input.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nalice\r\n");
+            input.extend_from_slice(format!("${max_bulk}\r\n").as_bytes());
+            input.extend(std::iter::repeat_n(b'x', max_bulk));
+            input.extend_from_slice(b"\r\n");
+        }
+        let (events, _) = run(max_bulk, &[&input]);
+        assert_eq!(events.len(), 3);
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e, Event::Command(a) if a.len() == 3))
+        );
+        // An oversized argument is skipped, not held: it costs nothing.
+        let mut decoder = Decoder::new(Limits::new(1024));
+        let head = b"*3\r\n$4\r\nECHO\r\n$1\r\na\r\n$999999\r\n";
+        assert!(decoder.decode(head).is_ok());
+        assert_eq!(decoder.held(), 4 + ARG_OVERHEAD, "only the name is kept");
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub fn exec(session: &mut Session, hub: &mut FakeHub, words: &[&str]) -> String 
 /// Runs a client's pipelined bytes through the decoder and the commands,
 /// one reply per command.
 pub fn pipeline(session: &mut Session, hub: &mut FakeHub, mut input: &[u8]) -> Vec<String> {
-    let mut decoder = Decoder::new(Limits { max_bulk: 1024 });
+    let mut decoder = Decoder::new(Limits::new(1024));
     let mut replies = Vec::new();
     loop {
         match decoder.decode(input).expect("clients send valid RESP") {
