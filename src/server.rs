@@ -34,6 +34,12 @@ const STOP: Token = Token(3);
 /// How often the acceptor expires messages and forgets idle mailboxes.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How soon backend accepts that failed for lack of file descriptors are
+/// retried. Nothing announces a freed descriptor, and backends already
+/// queued are not announced again, so without a retry they waited until
+/// another backend connected.
+const BACKEND_ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// File descriptors the gateway needs besides client connections: listeners,
 /// pollers, wakers, backends, logs.
 const RESERVED_FDS: u64 = 64;
@@ -233,6 +239,8 @@ impl Gateway {
         let acceptor = Acceptor {
             shared,
             next_backend_worker: 0,
+            backend_stall: AcceptStall::default(),
+            backend_tcp_stall: AcceptStall::default(),
         };
         let thread = std::thread::Builder::new()
             .name("acceptor".into())
@@ -260,6 +268,39 @@ struct Listeners {
 struct Acceptor {
     shared: Arc<Shared>,
     next_backend_worker: usize,
+    backend_stall: AcceptStall,
+    backend_tcp_stall: AcceptStall,
+}
+
+/// A backend listener whose accepts failed with EMFILE/ENFILE: the rest wait
+/// in the kernel's backlog and are retried every `BACKEND_ACCEPT_RETRY`
+/// until it is drained. Logged once per such episode, not per retry.
+#[derive(Default)]
+struct AcceptStall {
+    stalled: bool,
+}
+
+impl AcceptStall {
+    fn failed(&mut self, e: &io::Error) {
+        if !matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            warn!("backend accept failed: {e}");
+            return;
+        }
+        if !self.stalled {
+            warn!(
+                "backend accept failed: {e}; backends wait in the kernel's backlog, retrying every {} ms",
+                BACKEND_ACCEPT_RETRY.as_millis()
+            );
+        }
+        self.stalled = true;
+    }
+
+    /// The backlog is empty (accept would block): the episode is over.
+    fn drained(&mut self) {
+        if std::mem::take(&mut self.stalled) {
+            info!("backend accepts caught up with the backlog");
+        }
+    }
 }
 
 impl Acceptor {
@@ -275,7 +316,12 @@ impl Acceptor {
         let mut events = Events::with_capacity(256);
         let mut last_sweep = Instant::now();
         'serve: loop {
-            if let Err(e) = poll.poll(&mut events, Some(SWEEP_EVERY))
+            let stalled = self.backend_stall.stalled || self.backend_tcp_stall.stalled;
+            let timeout = match stalled {
+                true => BACKEND_ACCEPT_RETRY,
+                false => SWEEP_EVERY,
+            };
+            if let Err(e) = poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 error!("acceptor: poll failed: {e}");
@@ -295,6 +341,12 @@ impl Acceptor {
                     STOP => break 'serve,
                     _ => {}
                 }
+            }
+            if self.backend_stall.stalled {
+                self.accept_backend(&mut listeners);
+            }
+            if self.backend_tcp_stall.stalled {
+                self.accept_backend_tcp(&mut listeners);
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 self.shared.store.sweep(Instant::now());
@@ -335,12 +387,11 @@ impl Acceptor {
                     let _ = sock.set_nodelay(true);
                     self.hand_backend(BackendStream::Tcp(sock));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!("backend accept failed: {e}");
-                    return;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return self.backend_tcp_stall.drained();
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.backend_tcp_stall.failed(&e),
             }
         }
     }
@@ -349,12 +400,11 @@ impl Acceptor {
         loop {
             match listeners.backend.accept() {
                 Ok((sock, _)) => self.hand_backend(BackendStream::Unix(sock)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!("backend accept failed: {e}");
-                    return;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return self.backend_stall.drained();
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.backend_stall.failed(&e),
             }
         }
     }
