@@ -123,6 +123,7 @@ fn unfinished_multibulk_memory_is_bounded() {
     assert_eq!(b.call(&[b"PING"]), Reply::Simple("PONG".into()));
     std::thread::sleep(Duration::from_millis(300));
     let grown = rss_bytes(gw.pid()).saturating_sub(before);
+    eprintln!("gateway grew by {} KiB", grown >> 10);
     assert!(
         grown < BOUND,
         "{CONNECTIONS} unfinished multibulks grew the gateway by {} MiB",

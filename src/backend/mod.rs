@@ -234,11 +234,12 @@ impl BackendConn {
                 }
                 Ok(Decoded::Command { args, consumed }) => {
                     pos += consumed;
-                    if commands::execute(&mut self.session, args, hub, &mut self.out)
-                        == After::Close
-                    {
+                    let words: Vec<&[u8]> = args.iter().collect();
+                    let after = commands::execute(&mut self.session, &words, hub, &mut self.out);
+                    if after == After::Close {
                         self.closing = true;
                     }
+                    self.decoder.recycle(args);
                 }
                 Ok(Decoded::TooLarge {
                     name,

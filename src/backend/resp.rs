@@ -27,10 +27,81 @@ pub const MAX_INLINE_LEN: usize = 64 * 1024;
 const MAX_LEN_DIGITS: usize = 20;
 
 /// What one argument costs beyond its bytes while a command is read: its
-/// `Vec` header in the argument list (24 bytes, and the list doubles as it
-/// grows) and the allocator's smallest block (32 bytes). Counting only the
-/// bytes let an unfinished `*1048576` of 1-byte arguments hold 56 MB.
-pub const ARG_OVERHEAD: usize = 64;
+/// end offset in [`Args`]. (As a `Vec` of its own, a 1-byte argument cost 56
+/// bytes, and an unfinished `*1048576` of them held 56 MB.)
+pub const ARG_OVERHEAD: usize = std::mem::size_of::<usize>();
+
+/// Largest argument buffer the decoder keeps for the next command; a burst
+/// of big PUBLISHes should not pin their memory on an idle connection.
+const RECYCLE_MAX: usize = 64 * 1024;
+
+/// The arguments of one command in one buffer, with the end of each: a
+/// command costs two allocations however many arguments it has, and a
+/// 1-byte argument 9 bytes. `args[i]` is the i-th argument's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Args {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.bytes[start..end])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    pub fn push(&mut self, arg: &[u8]) {
+        self.bytes.extend_from_slice(arg);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Keeps the first `n` arguments.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            self.ends.truncate(n);
+            self.bytes.truncate(self.ends.last().copied().unwrap_or(0));
+        }
+    }
+
+    /// Memory held, for the decoder's cap: bytes plus an end per argument.
+    fn held(&self) -> usize {
+        self.bytes.len() + self.len() * ARG_OVERHEAD
+    }
+}
+
+impl std::ops::Index<usize> for Args {
+    type Output = [u8];
+
+    fn index(&self, i: usize) -> &[u8] {
+        match self.get(i) {
+            Some(arg) => arg,
+            None => panic!("argument {i} of {}", self.len()),
+        }
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for Args {
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(iter: I) -> Args {
+        let mut args = Args::default();
+        for arg in iter {
+            args.push(arg);
+        }
+        args
+    }
+}
 
 /// Room beside one maximal argument in a command's memory cap: the name, a
 /// mailbox, or a DEL / PUBSUB NUMSUB of some ten thousand names.
@@ -43,7 +114,8 @@ pub struct Limits {
     /// Most memory the arguments of one command may hold while it arrives,
     /// counting [`ARG_OVERHEAD`] per argument (Redis'
     /// `client-query-buffer-limit`): one maximal PUBLISH fits, a million
-    /// tiny arguments do not.
+    /// tiny arguments do not. The buffers double as they grow, so what is
+    /// allocated is at most twice this.
     pub max_command: usize,
 }
 
@@ -65,7 +137,7 @@ pub enum Decoded {
     /// more and call again.
     NeedMore { consumed: usize },
     /// One whole command; `args[0]` is the command name as sent.
-    Command { args: Vec<Vec<u8>>, consumed: usize },
+    Command { args: Args, consumed: usize },
     /// A whole command had an argument longer than `Limits::max_bulk`: it was
     /// skipped (possibly over several calls, so the caller never buffers it)
     /// and the connection is still in step. `name` is the command name, empty
@@ -135,7 +207,7 @@ pub struct Decoder {
     /// Arguments of the multibulk being read. Grows as arguments arrive, never
     /// sized from the `*N` claim. Once an argument is oversized, only the name
     /// is kept.
-    args: Vec<Vec<u8>>,
+    args: Args,
     /// Index of the next argument of the multibulk; `count` is its `N`.
     index: usize,
     count: usize,
@@ -154,12 +226,21 @@ impl Decoder {
         Decoder {
             limits,
             state: State::Idle,
-            args: Vec::new(),
+            args: Args::default(),
             index: 0,
             count: 0,
             oversized: None,
             held: 0,
             inline_scanned: 0,
+        }
+    }
+
+    /// Takes back a command's arguments once it has run, so the next
+    /// command reuses their buffers instead of allocating.
+    pub fn recycle(&mut self, mut args: Args) {
+        if self.args.bytes.capacity() == 0 && args.bytes.capacity() <= RECYCLE_MAX {
+            args.truncate(0);
+            self.args = args;
         }
     }
 
@@ -229,7 +310,7 @@ impl Decoder {
                         if self.oversized.is_none() {
                             self.oversized = Some(len);
                             self.args.truncate(1); // keep only the name
-                            self.held = self.args.first().map_or(0, |a| a.len() + ARG_OVERHEAD);
+                            self.held = self.args.held();
                         }
                         self.state = State::Skip(len);
                     } else {
@@ -248,7 +329,7 @@ impl Decoder {
                         return Err(malformed("expected CRLF after bulk data"));
                     }
                     if self.oversized.is_none() {
-                        self.args.push(rest[..len].to_vec());
+                        self.args.push(&rest[..len]);
                     }
                     pos += len + 2;
                     if let Some(done) = self.next_argument(pos) {
@@ -312,36 +393,34 @@ impl Decoder {
 
     fn finish(
         &self,
-        mut args: Vec<Vec<u8>>,
+        args: Args,
         oversized: Option<usize>,
         consumed: usize,
     ) -> Result<Decoded, ProtocolError> {
-        if args.first().is_some_and(|name| is_http(name)) {
+        if args.get(0).is_some_and(is_http) {
             return Err(ProtocolError::CrossProtocol);
         }
         Ok(match oversized {
             None => Decoded::Command { args, consumed },
-            Some(len) => {
-                args.truncate(1);
-                Decoded::TooLarge {
-                    name: args.pop().unwrap_or_default(),
-                    len,
-                    consumed,
-                }
-            }
+            Some(len) => Decoded::TooLarge {
+                name: args.get(0).unwrap_or_default().to_vec(),
+                len,
+                consumed,
+            },
         })
     }
 
     fn finish_inline(
         &self,
-        mut args: Vec<Vec<u8>>,
+        mut words: Vec<Vec<u8>>,
         consumed: usize,
     ) -> Result<Decoded, ProtocolError> {
         let max = self.limits.max_bulk;
-        let oversized = args.iter().map(Vec::len).find(|&len| len > max);
-        if args[0].len() > max {
-            args[0].clear(); // same as multibulk: an oversized name is not kept
+        let oversized = words.iter().map(Vec::len).find(|&len| len > max);
+        if words[0].len() > max {
+            words[0].clear(); // same as multibulk: an oversized name is not kept
         }
+        let args = words.iter().map(Vec::as_slice).collect();
         self.finish(args, oversized, consumed)
     }
 
@@ -732,7 +811,8 @@ mod tests {
                         return;
                     }
                     Ok(Decoded::Command { args, consumed }) => {
-                        self.events.push(Event::Command(args));
+                        self.events
+                            .push(Event::Command(args.iter().map(<[u8]>::to_vec).collect()));
                         consumed
                     }
                     Ok(Decoded::TooLarge {
@@ -1088,12 +1168,12 @@ mod tests {
             decoder.decode(b"*1048576\r\n"),
             Ok(Decoded::NeedMore { consumed: 10 })
         );
-        assert!(decoder.args.capacity() <= 16);
+        assert!(decoder.args.ends.capacity() <= 16 && decoder.args.bytes.capacity() <= 16);
         assert_eq!(
             decoder.decode(b"$100000000\r\nabc"),
             Ok(Decoded::NeedMore { consumed: 12 })
         );
-        assert!(decoder.args.capacity() <= 16);
+        assert!(decoder.args.ends.capacity() <= 16 && decoder.args.bytes.capacity() <= 16);
         assert_eq!(decoder.state, State::BulkData(100_000_000));
     }
 
@@ -1159,6 +1239,40 @@ mod tests {
         let head = b"*3\r\n$4\r\nECHO\r\n$1\r\na\r\n$999999\r\n";
         assert!(decoder.decode(head).is_ok());
         assert_eq!(decoder.held(), 4 + ARG_OVERHEAD, "only the name is kept");
+    }
+
+    #[test]
+    fn args_share_one_buffer() {
+        let mut args: Args = [&b"PUBLISH"[..], b"", b"alice"].into_iter().collect();
+        assert_eq!(
+            (args.len(), &args[0], &args[1], &args[2]),
+            (3, &b"PUBLISH"[..], &b""[..], &b"alice"[..])
+        );
+        assert_eq!(args.get(3), None);
+        assert_eq!(args.held(), 12 + 3 * ARG_OVERHEAD);
+        args.truncate(1);
+        args.push(b"x");
+        assert_eq!(args.iter().collect::<Vec<_>>(), [&b"PUBLISH"[..], b"x"]);
+        args.truncate(0);
+        assert!(args.is_empty() && args.bytes.is_empty());
+    }
+
+    #[test]
+    fn recycled_buffers_are_reused_unless_big() {
+        let mut decoder = Decoder::new(Limits::new(1 << 20));
+        let Ok(Decoded::Command { args, .. }) = decoder.decode(b"*1\r\n$4\r\nPING\r\n") else {
+            panic!("a command");
+        };
+        let buffer = args.bytes.as_ptr();
+        decoder.recycle(args);
+        let Ok(Decoded::Command { args, .. }) = decoder.decode(b"*1\r\n$4\r\nPONG\r\n") else {
+            panic!("a command");
+        };
+        assert_eq!((&args[0], args.bytes.as_ptr()), (&b"PONG"[..], buffer));
+        let mut big = Args::default();
+        big.push(&vec![0; RECYCLE_MAX + 1]);
+        decoder.recycle(big);
+        assert_eq!(decoder.args.bytes.capacity(), 0, "a big buffer is let go");
     }
 
     #[test]

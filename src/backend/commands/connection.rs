@@ -11,7 +11,7 @@ const SERVER_NAME: &str = "redis";
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, step for step as
 /// Redis' `helloCommand`: parse everything, then authenticate, then apply.
-pub(super) fn hello<H: Hub>(session: &mut Session, args: &[Vec<u8>], hub: &H, out: &mut Vec<u8>) {
+pub(super) fn hello<H: Hub>(session: &mut Session, args: &[&[u8]], hub: &H, out: &mut Vec<u8>) {
     let mut proto = None;
     if let Some(version) = args.get(1) {
         match resp::parse_integer(version) {
@@ -35,7 +35,7 @@ pub(super) fn hello<H: Hub>(session: &mut Session, args: &[Vec<u8>], hub: &H, ou
             credentials = Some((&args[i + 1], &args[i + 2]));
             i += 3;
         } else if option.eq_ignore_ascii_case(b"setname") && more >= 1 {
-            if !valid_client_attr(&args[i + 1]) {
+            if !valid_client_attr(args[i + 1]) {
                 return resp::error(out, INVALID_CLIENT_NAME);
             }
             name = Some(&args[i + 1]);
@@ -48,7 +48,7 @@ pub(super) fn hello<H: Hub>(session: &mut Session, args: &[Vec<u8>], hub: &H, ou
         }
     }
     if let Some((user, password)) = credentials {
-        if !credentials_ok(hub, Some(user.as_slice()), password, session.id) {
+        if !credentials_ok(hub, Some(*user), password, session.id) {
             return resp::error(out, WRONGPASS);
         }
         session.authenticated = true;
@@ -88,7 +88,7 @@ pub(super) fn hello<H: Hub>(session: &mut Session, args: &[Vec<u8>], hub: &H, ou
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
 /// `AUTH [user] password`.
-pub(super) fn auth<H: Hub>(session: &mut Session, args: &[Vec<u8>], hub: &H, out: &mut Vec<u8>) {
+pub(super) fn auth<H: Hub>(session: &mut Session, args: &[&[u8]], hub: &H, out: &mut Vec<u8>) {
     if args.len() > 3 {
         return resp::error(out, "ERR syntax error");
     }
@@ -101,7 +101,7 @@ pub(super) fn auth<H: Hub>(session: &mut Session, args: &[Vec<u8>], hub: &H, out
     }
     let (user, password) = match args {
         [_, password] => (None, password),
-        [_, user, password] => (Some(user.as_slice()), password),
+        [_, user, password] => (Some(*user), password),
         _ => unreachable!("arity -2 and the check above leave 2 or 3 arguments"),
     };
     if credentials_ok(hub, user, password, session.id) {
@@ -161,7 +161,7 @@ pub(super) fn client_info(session: &Session, out: &mut Vec<u8>) {
 
 /// `PING [msg]`: arity -1 in the table, the upper bound checked here as
 /// Redis does.
-pub(super) fn ping(args: &[Vec<u8>], name: &str, out: &mut Vec<u8>) {
+pub(super) fn ping(args: &[&[u8]], name: &str, out: &mut Vec<u8>) {
     match &args[1..] {
         [] => resp::simple(out, "PONG"),
         [msg] => resp::bulk(out, msg),

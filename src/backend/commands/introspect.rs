@@ -26,7 +26,7 @@ pub(super) const COMMAND_HELP: &[&str] = &[
 
 /// `COMMAND INFO name…`: Redis answers null for a command it does not
 /// describe, and we describe none.
-pub(super) fn command_info(proto: u8, names: &[Vec<u8>], out: &mut Vec<u8>) {
+pub(super) fn command_info(proto: u8, names: &[&[u8]], out: &mut Vec<u8>) {
     resp::array_len(out, names.len());
     for _ in names {
         resp::null(out, proto);
@@ -50,7 +50,7 @@ struct Sections {
 }
 
 impl Sections {
-    fn parse(args: &[Vec<u8>]) -> Sections {
+    fn parse(args: &[&[u8]]) -> Sections {
         let mut named: Vec<String> = Vec::with_capacity(args.len());
         for arg in args {
             let name = String::from_utf8_lossy(arg).to_ascii_lowercase();
@@ -74,7 +74,7 @@ impl Sections {
 
 /// `INFO [section …]`: our `# Server` and `# Persistence` sections, then the
 /// gateway's. `loading:0` is always there: ioredis waits for it on connect.
-pub(super) fn info<H: Hub>(session: &Session, args: &[Vec<u8>], hub: &mut H, out: &mut Vec<u8>) {
+pub(super) fn info<H: Hub>(session: &Session, args: &[&[u8]], hub: &mut H, out: &mut Vec<u8>) {
     let sections = Sections::parse(args);
     let mut text = String::new();
     if sections.wants("server") {

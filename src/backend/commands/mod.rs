@@ -230,7 +230,7 @@ const COMMANDS: &[Spec] = &[
 
 /// Looks a command up and checks its arity, in Redis' order: an unknown
 /// command or wrong arity is reported even before NOAUTH.
-fn lookup(args: &[Vec<u8>], out: &mut Vec<u8>) -> Option<(Cmd, &'static Spec)> {
+fn lookup(args: &[&[u8]], out: &mut Vec<u8>) -> Option<(Cmd, &'static Spec)> {
     let Some(spec) = COMMANDS
         .iter()
         .find(|s| args[0].eq_ignore_ascii_case(s.name.as_bytes()))
@@ -266,7 +266,7 @@ fn lookup(args: &[Vec<u8>], out: &mut Vec<u8>) -> Option<(Cmd, &'static Spec)> {
                 .find(|s| args[1].eq_ignore_ascii_case(s.name.as_bytes()))
             else {
                 let mut msg = b"ERR unknown subcommand '".to_vec();
-                msg.extend_from_slice(c_text(&args[1], ECHO_MAX));
+                msg.extend_from_slice(c_text(args[1], ECHO_MAX));
                 msg.extend_from_slice(b"'. Try ");
                 msg.extend_from_slice(spec.name.to_ascii_uppercase().as_bytes());
                 msg.extend_from_slice(b" HELP.");
@@ -295,7 +295,7 @@ fn wrong_arity(full_name: &str, out: &mut Vec<u8>) {
 /// Redis' exact text: the name and each argument quoted, each argument
 /// followed by a space, at most 128 bytes of name and of arguments in all,
 /// each cut at a NUL like C's `%.*s`; CR and LF become spaces.
-fn unknown_command(args: &[Vec<u8>], out: &mut Vec<u8>) {
+fn unknown_command(args: &[&[u8]], out: &mut Vec<u8>) {
     let mut shown = Vec::new();
     for arg in &args[1..] {
         if shown.len() >= ECHO_MAX {
@@ -307,7 +307,7 @@ fn unknown_command(args: &[Vec<u8>], out: &mut Vec<u8>) {
         shown.extend_from_slice(b"' ");
     }
     let mut msg = b"ERR unknown command '".to_vec();
-    msg.extend_from_slice(c_text(&args[0], ECHO_MAX));
+    msg.extend_from_slice(c_text(args[0], ECHO_MAX));
     msg.extend_from_slice(b"', with args beginning with: ");
     msg.extend_from_slice(&shown);
     resp::error_bytes(out, &msg);
@@ -326,14 +326,14 @@ fn c_text(bytes: &[u8], max: usize) -> &[u8] {
 /// Runs one command and appends its reply to `out`.
 pub fn execute<H: Hub>(
     session: &mut Session,
-    args: Vec<Vec<u8>>,
+    args: &[&[u8]],
     hub: &mut H,
     out: &mut Vec<u8>,
 ) -> After {
     if args.is_empty() {
         return After::Continue; // the decoder never yields this; nothing to answer
     }
-    let Some((cmd, spec)) = lookup(&args, out) else {
+    let Some((cmd, spec)) = lookup(args, out) else {
         return After::Continue;
     };
     if !spec.no_auth && !session.authenticated && hub.password().is_some() {
@@ -343,25 +343,25 @@ pub fn execute<H: Hub>(
     // Arity is checked, so the arguments indexed below are there.
     let proto = session.proto;
     match cmd {
-        Cmd::Publish => pubsub::publish(args, hub, out),
-        Cmd::Ping => connection::ping(&args, spec.name, out),
-        Cmd::Echo => resp::bulk(out, &args[1]),
+        Cmd::Publish => pubsub::publish(args[1], args[2], hub, out),
+        Cmd::Ping => connection::ping(args, spec.name, out),
+        Cmd::Echo => resp::bulk(out, args[1]),
         Cmd::Quit => {
             resp::simple(out, "OK");
             return After::Close;
         }
         Cmd::Reset => connection::reset(session, hub, out),
-        Cmd::Hello => connection::hello(session, &args, hub, out),
-        Cmd::Auth => connection::auth(session, &args, hub, out),
-        Cmd::Select => connection::select(&args[1], out),
+        Cmd::Hello => connection::hello(session, args, hub, out),
+        Cmd::Auth => connection::auth(session, args, hub, out),
+        Cmd::Select => connection::select(args[1], out),
         Cmd::Del => pubsub::del(&args[1..], hub, out),
         Cmd::Info => introspect::info(session, &args[1..], hub, out),
         Cmd::Subscribe => pubsub::subscribe(spec.name, out),
         Cmd::Unsubscribe => pubsub::unsubscribe(proto, spec.name, &args[1..], out),
         Cmd::ClientId => count(out, session.id),
         Cmd::ClientGetName => connection::client_getname(session, out),
-        Cmd::ClientSetName => connection::client_setname(session, &args[2], out),
-        Cmd::ClientSetInfo => connection::client_setinfo(session, &args[2], &args[3], out),
+        Cmd::ClientSetName => connection::client_setname(session, args[2], out),
+        Cmd::ClientSetInfo => connection::client_setinfo(session, args[2], args[3], out),
         Cmd::ClientInfo => connection::client_info(session, out),
         Cmd::ClientHelp => help(out, "CLIENT", connection::CLIENT_HELP),
         Cmd::Command => resp::array_len(out, 0),
@@ -370,7 +370,7 @@ pub fn execute<H: Hub>(
         Cmd::CommandInfo => introspect::command_info(proto, &args[2..], out),
         Cmd::CommandList => introspect::command_list(out),
         Cmd::CommandHelp => help(out, "COMMAND", introspect::COMMAND_HELP),
-        Cmd::PubsubChannels => pubsub::channels(args.get(2), hub, out),
+        Cmd::PubsubChannels => pubsub::channels(args.get(2).copied(), hub, out),
         Cmd::PubsubNumsub => pubsub::numsub(&args[2..], hub, out),
         Cmd::PubsubNumpat => resp::integer(out, 0),
         Cmd::PubsubHelp => help(out, "PUBSUB", pubsub::PUBSUB_HELP),

@@ -12,9 +12,8 @@ use crate::backend::resp;
 /// 1,000 KiB `*[xxx…` once stalled the store for 34 s).
 pub const MAX_PATTERN_LEN: usize = 1024;
 
-pub(super) fn publish<H: Hub>(mut args: Vec<Vec<u8>>, hub: &mut H, out: &mut Vec<u8>) {
-    let payload = args.pop().unwrap_or_default(); // arity 3: always there
-    match hub.publish(&args[1], payload) {
+pub(super) fn publish<H: Hub>(mailbox: &[u8], payload: &[u8], hub: &mut H, out: &mut Vec<u8>) {
+    match hub.publish(mailbox, payload.to_vec()) {
         Ok(receivers) => count(out, receivers),
         Err(HubError::BadName(text) | HubError::TooLarge(text) | HubError::Full(text)) => {
             resp::error(out, &format!("ERR {text}"))
@@ -23,7 +22,7 @@ pub(super) fn publish<H: Hub>(mut args: Vec<Vec<u8>>, hub: &mut H, out: &mut Vec
 }
 
 /// `DEL mailbox…`: the number that existed.
-pub(super) fn del<H: Hub>(names: &[Vec<u8>], hub: &mut H, out: &mut Vec<u8>) {
+pub(super) fn del<H: Hub>(names: &[&[u8]], hub: &mut H, out: &mut Vec<u8>) {
     let deleted = names.iter().filter(|name| hub.delete(name)).count();
     count(out, deleted as u64);
 }
@@ -31,7 +30,7 @@ pub(super) fn del<H: Hub>(names: &[Vec<u8>], hub: &mut H, out: &mut Vec<u8>) {
 /// `PUBSUB CHANNELS [pattern]`. The hub hands over every name and the glob
 /// runs here, with no store lock held, so a costly pattern delays only this
 /// backend.
-pub(super) fn channels<H: Hub>(pattern: Option<&Vec<u8>>, hub: &mut H, out: &mut Vec<u8>) {
+pub(super) fn channels<H: Hub>(pattern: Option<&[u8]>, hub: &mut H, out: &mut Vec<u8>) {
     let glob = match pattern {
         Some(p) if p.len() > MAX_PATTERN_LEN => {
             return resp::error(
@@ -54,7 +53,7 @@ pub(super) fn channels<H: Hub>(pattern: Option<&Vec<u8>>, hub: &mut H, out: &mut
 
 /// `PUBSUB NUMSUB mailbox…`: an array of name, count pairs (not a map, in
 /// RESP3 too).
-pub(super) fn numsub<H: Hub>(names: &[Vec<u8>], hub: &mut H, out: &mut Vec<u8>) {
+pub(super) fn numsub<H: Hub>(names: &[&[u8]], hub: &mut H, out: &mut Vec<u8>) {
     resp::array_len(out, names.len() * 2);
     for name in names {
         resp::bulk(out, name);
@@ -74,7 +73,7 @@ pub(super) fn subscribe(name: &str, out: &mut Vec<u8>) {
 
 /// Nothing is ever subscribed: Redis then answers one `[kind, channel, 0]`
 /// per channel, or `[kind, null, 0]`.
-pub(super) fn unsubscribe(proto: u8, kind: &str, channels: &[Vec<u8>], out: &mut Vec<u8>) {
+pub(super) fn unsubscribe(proto: u8, kind: &str, channels: &[&[u8]], out: &mut Vec<u8>) {
     if channels.is_empty() {
         resp::push_len(out, proto, 3);
         resp::bulk(out, kind.as_bytes());

@@ -89,9 +89,9 @@ pub fn locked_hub() -> FakeHub {
 /// Runs one command given as words; returns the reply as text and what
 /// the connection does next.
 pub fn exec_after(session: &mut Session, hub: &mut FakeHub, words: &[&str]) -> (String, After) {
-    let args = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+    let args: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
     let mut out = Vec::new();
-    let after = execute(session, args, hub, &mut out);
+    let after = execute(session, &args, hub, &mut out);
     (
         String::from_utf8(out).expect("replies are UTF-8 in these tests"),
         after,
@@ -111,7 +111,8 @@ pub fn pipeline(session: &mut Session, hub: &mut FakeHub, mut input: &[u8]) -> V
         match decoder.decode(input).expect("clients send valid RESP") {
             Decoded::Command { args, consumed } => {
                 let mut out = Vec::new();
-                execute(session, args, hub, &mut out);
+                let args: Vec<&[u8]> = args.iter().collect();
+                execute(session, &args, hub, &mut out);
                 replies.push(String::from_utf8(out).unwrap());
                 input = &input[consumed..];
             }
