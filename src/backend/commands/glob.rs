@@ -152,14 +152,13 @@ fn class(pattern: &[u8], mut q: usize) -> ([u64; 4], usize) {
     (set, q)
 }
 
-/// Compiles and matches once; for callers with a single name.
-pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    Glob::new(pattern).matches(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+        Glob::new(pattern).matches(name)
+    }
 
     /// A direct port of Redis' recursive `stringmatchlen` (util.c), to check
     /// the compiled `Glob` against.

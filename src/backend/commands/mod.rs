@@ -14,7 +14,7 @@ mod pubsub;
 #[cfg(test)]
 mod testing;
 
-pub use glob::{Glob, glob_match};
+pub use glob::Glob;
 pub use introspect::REDIS_VERSION;
 
 use super::resp;
