@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -92,6 +92,50 @@ impl IpLimiter {
     }
 }
 
+/// Bytes that many connections on many workers hold together, against a
+/// limit: today the argument memory of every backend's unfinished command
+/// (`backend::MAX_COMMANDS_TOTAL`). Clone it into each connection; a
+/// connection that would push it over the limit is refused, as Redis
+/// refuses a client past `client-query-buffer-limit`.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget {
+            held: Arc::new(AtomicUsize::new(0)),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Moves one connection's share from `from` to `to` bytes. False, and
+    /// the share left at `from`, if growing would pass the limit.
+    pub fn update(&self, from: usize, to: usize) -> bool {
+        if to <= from {
+            self.held.fetch_sub(from - to, Ordering::Relaxed);
+            return true;
+        }
+        let grow = to - from;
+        let before = self.held.fetch_add(grow, Ordering::Relaxed);
+        if before.saturating_add(grow) > self.limit {
+            self.held.fetch_sub(grow, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 /// What all threads share.
 pub struct Shared {
     pub config: Config,
@@ -101,6 +145,8 @@ pub struct Shared {
     pub peers: Vec<Peer>,
     pub metrics: Metrics,
     pub ip_limiter: IpLimiter,
+    /// Argument memory of all backends' unfinished commands.
+    pub backend_budget: Budget,
     pub started: Instant,
 }
 
@@ -118,6 +164,7 @@ impl Shared {
             peers: Vec::new(),
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
+            backend_budget: Budget::new(crate::backend::MAX_COMMANDS_TOTAL),
             started: Instant::now(),
         })
     }

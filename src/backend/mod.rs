@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::config::MailboxConfig;
 use crate::metrics;
 pub use crate::net::BackendStream;
-use crate::shared::Shared;
+use crate::shared::{Budget as CommandBudget, Shared};
 use crate::store::{Message, StoreError};
 use commands::{After, Hub, HubError, Session};
 use resp::{Decoded, Decoder, Limits};
@@ -24,12 +24,22 @@ use resp::{Decoded, Decoder, Limits};
 /// bulk, so read big.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Argument memory all backends' unfinished commands may hold together. Each
+/// connection is capped at `max-message-size` + 1 MiB ([`Limits::new`]);
+/// this bounds many of them at once: 128 maximal PUBLISHes arriving at the
+/// same moment at the default message size.
+pub const MAX_COMMANDS_TOTAL: usize = 256 * 1024 * 1024;
+
 pub struct BackendConn {
     pub sock: BackendStream,
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
     decoder: Decoder,
+    /// The gateway-wide argument budget, and this connection's share of it
+    /// (what `decoder` held when last counted).
+    budget: CommandBudget,
+    charged: usize,
     session: Session,
     /// QUIT, a protocol error or shutdown: close once replies are written.
     pub closing: bool,
@@ -39,15 +49,27 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
+    /// A connection with a budget of its own: the per-connection cap holds,
+    /// the gateway-wide one does not. The reactor should use
+    /// [`BackendConn::with_budget`] with one [`CommandBudget`] for all.
     pub fn new(sock: BackendStream, id: u64, config: &MailboxConfig) -> BackendConn {
+        BackendConn::with_budget(sock, id, config, CommandBudget::new(MAX_COMMANDS_TOTAL))
+    }
+
+    pub fn with_budget(
+        sock: BackendStream,
+        id: u64,
+        config: &MailboxConfig,
+        budget: CommandBudget,
+    ) -> BackendConn {
         BackendConn {
             sock,
             inbuf: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
-            decoder: Decoder::new(Limits {
-                max_bulk: config.max_message_size,
-            }),
+            decoder: Decoder::new(Limits::new(config.max_message_size)),
+            budget,
+            charged: 0,
             session: Session::new(id, config.backend_password.is_some()),
             closing: false,
             dead: false,
@@ -94,18 +116,24 @@ impl BackendConn {
     pub fn execute_buffered(&mut self, hub: &mut WorkerHub<'_>) {
         let mut pos = 0;
         while !self.closing && pos < self.inbuf.len() {
-            match self.decoder.decode(&self.inbuf[pos..]) {
+            let decoded = self.decoder.decode(&self.inbuf[pos..]);
+            let decoded = match self.charge_budget() {
+                Ok(()) => decoded,
+                Err(e) => Err(e),
+            };
+            match decoded {
                 Ok(Decoded::NeedMore { consumed }) => {
                     pos += consumed;
                     break;
                 }
                 Ok(Decoded::Command { args, consumed }) => {
                     pos += consumed;
-                    if commands::execute(&mut self.session, args, hub, &mut self.out)
-                        == After::Close
-                    {
+                    let words: Vec<&[u8]> = args.iter().collect();
+                    let after = commands::execute(&mut self.session, &words, hub, &mut self.out);
+                    if after == After::Close {
                         self.closing = true;
                     }
+                    self.decoder.recycle(args);
                 }
                 Ok(Decoded::TooLarge {
                     name,
@@ -113,16 +141,8 @@ impl BackendConn {
                     consumed,
                 }) => {
                     pos += consumed;
-                    let _ = (name, len);
-                    resp::error(
-                        &mut self.out,
-                        &format!(
-                            "ERR {}",
-                            StoreError::TooLarge {
-                                limit: hub.max_message_size()
-                            }
-                        ),
-                    );
+                    let limit = hub.max_message_size();
+                    resp::error(&mut self.out, &too_large_text(&name, len, limit));
                 }
                 Err(e) => {
                     hub.protocol_error();
@@ -144,6 +164,26 @@ impl BackendConn {
         }
     }
 
+    /// Brings this connection's share of the gateway-wide budget up to what
+    /// the decoder holds now.
+    fn charge_budget(&mut self) -> Result<(), resp::ProtocolError> {
+        let held = self.decoder.held();
+        if held == self.charged {
+            return Ok(());
+        }
+        if !self.budget.update(self.charged, held) {
+            return Err(resp::ProtocolError::Malformed(
+                format!(
+                    "too big multibulk request: backends' unfinished commands would hold over {} bytes",
+                    self.budget.limit()
+                )
+                .into(),
+            ));
+        }
+        self.charged = held;
+        Ok(())
+    }
+
     /// Writes pending replies. Ok(true) when all are written.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.out_pos < self.out.len() {
@@ -162,6 +202,25 @@ impl BackendConn {
         }
         Ok(true)
     }
+}
+
+impl Drop for BackendConn {
+    /// Gives this connection's share of the budget back, however it ends.
+    fn drop(&mut self) {
+        self.budget.update(self.charged, 0);
+    }
+}
+
+/// The reply to a command with an argument over `mailbox.max-message-size`:
+/// the store's text, then which command and how long the argument was, so a
+/// backend's log says what was refused.
+fn too_large_text(name: &[u8], len: usize, limit: usize) -> String {
+    let base = format!("ERR {}", StoreError::TooLarge { limit });
+    if name.is_empty() {
+        return format!("{base}: a command name of {len} bytes");
+    }
+    let shown = String::from_utf8_lossy(&name[..name.len().min(64)]).to_ascii_uppercase();
+    format!("{base}: {shown} argument of {len} bytes")
 }
 
 /// The commands' view of the gateway, from one worker's turn: publishes go
@@ -204,10 +263,12 @@ impl Hub for WorkerHub<'_> {
         self.shared.store.subscriber_count(mailbox)
     }
 
-    fn channels(&mut self, pattern: Option<&[u8]>) -> Vec<Vec<u8>> {
+    fn channels(&mut self) -> Vec<Vec<u8>> {
+        // Keep everything: the caller filters with its pattern after the
+        // store's shard locks are released.
         self.shared
             .store
-            .active_names(|name| pattern.is_none_or(|p| commands::glob_match(p, name.as_bytes())))
+            .active_names()
             .iter()
             .map(|name| name.as_bytes().to_vec())
             .collect()
@@ -281,5 +342,38 @@ impl Hub for WorkerHub<'_> {
 
     fn uptime_secs(&self) -> Option<u64> {
         Some(self.shared.started.elapsed().as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_refuses_growth_past_the_limit_and_gives_back() {
+        let budget = CommandBudget::new(100);
+        let other = budget.clone();
+        assert!(budget.update(0, 60));
+        assert!(!other.update(0, 41), "60 + 41 is over 100");
+        assert_eq!(budget.held(), 60, "a refused growth charges nothing");
+        assert!(other.update(0, 40));
+        assert!(budget.update(60, 10));
+        assert!(other.update(40, 90));
+        assert!(budget.update(10, 0) && other.update(90, 0));
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// Regression: the decoder's name and length of an oversized argument
+    /// were dropped and every backend saw the same bare text.
+    #[test]
+    fn too_large_reply_says_which_command_and_how_long() {
+        assert_eq!(
+            too_large_text(b"publish", 5000, 1024),
+            "ERR message exceeds mailbox.max-message-size (1024 bytes): PUBLISH argument of 5000 bytes"
+        );
+        assert_eq!(
+            too_large_text(b"", 2000, 1024),
+            "ERR message exceeds mailbox.max-message-size (1024 bytes): a command name of 2000 bytes"
+        );
     }
 }

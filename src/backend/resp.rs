@@ -26,10 +26,108 @@ pub const MAX_INLINE_LEN: usize = 64 * 1024;
 /// up to 64 KiB of it as Redis does (Redis replies with the same text).
 const MAX_LEN_DIGITS: usize = 20;
 
+/// What one argument costs beyond its bytes while a command is read: its
+/// end offset in [`Args`]. (As a `Vec` of its own, a 1-byte argument cost 56
+/// bytes, and an unfinished `*1048576` of them held 56 MB.)
+pub const ARG_OVERHEAD: usize = std::mem::size_of::<usize>();
+
+/// Largest argument buffer the decoder keeps for the next command; a burst
+/// of big PUBLISHes should not pin their memory on an idle connection.
+const RECYCLE_MAX: usize = 64 * 1024;
+
+/// The arguments of one command in one buffer, with the end of each: a
+/// command costs two allocations however many arguments it has, and a
+/// 1-byte argument 9 bytes. `args[i]` is the i-th argument's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Args {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.bytes[start..end])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    pub fn push(&mut self, arg: &[u8]) {
+        self.bytes.extend_from_slice(arg);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Keeps the first `n` arguments.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            self.ends.truncate(n);
+            self.bytes.truncate(self.ends.last().copied().unwrap_or(0));
+        }
+    }
+
+    /// Memory held, for the decoder's cap: bytes plus an end per argument.
+    fn held(&self) -> usize {
+        self.bytes.len() + self.len() * ARG_OVERHEAD
+    }
+}
+
+impl std::ops::Index<usize> for Args {
+    type Output = [u8];
+
+    fn index(&self, i: usize) -> &[u8] {
+        match self.get(i) {
+            Some(arg) => arg,
+            None => panic!("argument {i} of {}", self.len()),
+        }
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for Args {
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(iter: I) -> Args {
+        let mut args = Args::default();
+        for arg in iter {
+            args.push(arg);
+        }
+        args
+    }
+}
+
+/// Room beside one maximal argument in a command's memory cap: the name, a
+/// mailbox, or a DEL / PUBSUB NUMSUB of some ten thousand names.
+pub const COMMAND_SLACK: usize = 1024 * 1024;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Longest argument kept: `mailbox.max-message-size`.
     pub max_bulk: usize,
+    /// Most memory the arguments of one command may hold while it arrives,
+    /// counting [`ARG_OVERHEAD`] per argument (Redis'
+    /// `client-query-buffer-limit`): one maximal PUBLISH fits, a million
+    /// tiny arguments do not. The buffers double as they grow, so what is
+    /// allocated is at most twice this.
+    pub max_command: usize,
+}
+
+impl Limits {
+    /// Limits for arguments of at most `max_bulk` bytes, the command cap
+    /// derived from it.
+    pub fn new(max_bulk: usize) -> Limits {
+        Limits {
+            max_bulk,
+            max_command: max_bulk.saturating_add(COMMAND_SLACK),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +137,7 @@ pub enum Decoded {
     /// more and call again.
     NeedMore { consumed: usize },
     /// One whole command; `args[0]` is the command name as sent.
-    Command { args: Vec<Vec<u8>>, consumed: usize },
+    Command { args: Args, consumed: usize },
     /// A whole command had an argument longer than `Limits::max_bulk`: it was
     /// skipped (possibly over several calls, so the caller never buffers it)
     /// and the connection is still in step. `name` is the command name, empty
@@ -109,12 +207,15 @@ pub struct Decoder {
     /// Arguments of the multibulk being read. Grows as arguments arrive, never
     /// sized from the `*N` claim. Once an argument is oversized, only the name
     /// is kept.
-    args: Vec<Vec<u8>>,
+    args: Args,
     /// Index of the next argument of the multibulk; `count` is its `N`.
     index: usize,
     count: usize,
     /// Length of the first oversized argument of this multibulk.
     oversized: Option<usize>,
+    /// Memory `args` holds by the [`Limits::max_command`] count: bytes plus
+    /// [`ARG_OVERHEAD`] per argument, including the one being awaited.
+    held: usize,
     /// Bytes of an unfinished inline line already searched for `\n`, so a
     /// line trickling in is not rescanned from its start on every read.
     inline_scanned: usize,
@@ -125,12 +226,28 @@ impl Decoder {
         Decoder {
             limits,
             state: State::Idle,
-            args: Vec::new(),
+            args: Args::default(),
             index: 0,
             count: 0,
             oversized: None,
+            held: 0,
             inline_scanned: 0,
         }
+    }
+
+    /// Takes back a command's arguments once it has run, so the next
+    /// command reuses their buffers instead of allocating.
+    pub fn recycle(&mut self, mut args: Args) {
+        if self.args.bytes.capacity() == 0 && args.bytes.capacity() <= RECYCLE_MAX {
+            args.truncate(0);
+            self.args = args;
+        }
+    }
+
+    /// Memory the unfinished command holds (see [`Limits::max_command`]),
+    /// for a cap shared by many connections.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// Decodes the next command from `buf`, the unconsumed input. After an
@@ -168,6 +285,7 @@ impl Decoder {
                     self.count = n as usize; // 1..=MAX_MULTIBULK_LEN
                     self.index = 0;
                     self.oversized = None;
+                    self.held = 0;
                     self.state = State::BulkHeader;
                 }
                 State::BulkHeader => {
@@ -192,9 +310,13 @@ impl Decoder {
                         if self.oversized.is_none() {
                             self.oversized = Some(len);
                             self.args.truncate(1); // keep only the name
+                            self.held = self.args.held();
                         }
                         self.state = State::Skip(len);
                     } else {
+                        if self.oversized.is_none() {
+                            self.charge(len)?;
+                        }
                         self.state = State::BulkData(len);
                     }
                 }
@@ -207,7 +329,7 @@ impl Decoder {
                         return Err(malformed("expected CRLF after bulk data"));
                     }
                     if self.oversized.is_none() {
-                        self.args.push(rest[..len].to_vec());
+                        self.args.push(&rest[..len]);
                     }
                     pos += len + 2;
                     if let Some(done) = self.next_argument(pos) {
@@ -238,6 +360,22 @@ impl Decoder {
         }
     }
 
+    /// Counts an argument of `len` bytes against [`Limits::max_command`]
+    /// before it is buffered.
+    fn charge(&mut self, len: usize) -> Result<(), ProtocolError> {
+        let held = self.held.saturating_add(len + ARG_OVERHEAD); // len ≤ 512 MiB
+        if held > self.limits.max_command {
+            return Err(ProtocolError::Malformed(Cow::Owned(format!(
+                "too big multibulk request: argument {} of {} would hold {held} bytes, over the {} allowed",
+                self.index + 1,
+                self.count,
+                self.limits.max_command
+            ))));
+        }
+        self.held = held;
+        Ok(())
+    }
+
     /// One argument of the multibulk is done; returns the command if it was
     /// the last.
     fn next_argument(&mut self, pos: usize) -> Option<Result<Decoded, ProtocolError>> {
@@ -247,6 +385,7 @@ impl Decoder {
             return None;
         }
         self.state = State::Idle;
+        self.held = 0;
         let args = std::mem::take(&mut self.args);
         let oversized = self.oversized.take();
         Some(self.finish(args, oversized, pos))
@@ -254,36 +393,34 @@ impl Decoder {
 
     fn finish(
         &self,
-        mut args: Vec<Vec<u8>>,
+        args: Args,
         oversized: Option<usize>,
         consumed: usize,
     ) -> Result<Decoded, ProtocolError> {
-        if args.first().is_some_and(|name| is_http(name)) {
+        if args.get(0).is_some_and(is_http) {
             return Err(ProtocolError::CrossProtocol);
         }
         Ok(match oversized {
             None => Decoded::Command { args, consumed },
-            Some(len) => {
-                args.truncate(1);
-                Decoded::TooLarge {
-                    name: args.pop().unwrap_or_default(),
-                    len,
-                    consumed,
-                }
-            }
+            Some(len) => Decoded::TooLarge {
+                name: args.get(0).unwrap_or_default().to_vec(),
+                len,
+                consumed,
+            },
         })
     }
 
     fn finish_inline(
         &self,
-        mut args: Vec<Vec<u8>>,
+        mut words: Vec<Vec<u8>>,
         consumed: usize,
     ) -> Result<Decoded, ProtocolError> {
         let max = self.limits.max_bulk;
-        let oversized = args.iter().map(Vec::len).find(|&len| len > max);
-        if args[0].len() > max {
-            args[0].clear(); // same as multibulk: an oversized name is not kept
+        let oversized = words.iter().map(Vec::len).find(|&len| len > max);
+        if words[0].len() > max {
+            words[0].clear(); // same as multibulk: an oversized name is not kept
         }
+        let args = words.iter().map(Vec::as_slice).collect();
         self.finish(args, oversized, consumed)
     }
 
@@ -648,8 +785,12 @@ mod tests {
 
     impl Caller {
         fn new(max_bulk: usize) -> Self {
+            Caller::with_limits(Limits::new(max_bulk))
+        }
+
+        fn with_limits(limits: Limits) -> Self {
             Caller {
-                decoder: Decoder::new(Limits { max_bulk }),
+                decoder: Decoder::new(limits),
                 buf: Vec::new(),
                 events: Vec::new(),
                 max_buffered: 0,
@@ -670,7 +811,8 @@ mod tests {
                         return;
                     }
                     Ok(Decoded::Command { args, consumed }) => {
-                        self.events.push(Event::Command(args));
+                        self.events
+                            .push(Event::Command(args.iter().map(<[u8]>::to_vec).collect()));
                         consumed
                     }
                     Ok(Decoded::TooLarge {
@@ -865,7 +1007,7 @@ mod tests {
 
     #[test]
     fn display_gives_redis_text() {
-        let e = Decoder::new(Limits { max_bulk: 10 })
+        let e = Decoder::new(Limits::new(10))
             .decode(b"*1\r\n$x\r\n")
             .unwrap_err();
         assert_eq!(
@@ -975,7 +1117,7 @@ mod tests {
 
     #[test]
     fn largest_legal_bulk_is_skipped_without_buffering() {
-        let mut decoder = Decoder::new(Limits { max_bulk: 1024 });
+        let mut decoder = Decoder::new(Limits::new(1024));
         let head = b"*2\r\n$4\r\nECHO\r\n$536870912\r\n";
         assert_eq!(
             decoder.decode(head),
@@ -1021,20 +1163,116 @@ mod tests {
         );
 
         // A huge count or bulk claim reserves nothing before the bytes come.
-        let mut decoder = Decoder::new(Limits {
-            max_bulk: usize::MAX,
-        });
+        let mut decoder = Decoder::new(Limits::new(usize::MAX));
         assert_eq!(
             decoder.decode(b"*1048576\r\n"),
             Ok(Decoded::NeedMore { consumed: 10 })
         );
-        assert!(decoder.args.capacity() <= 16);
+        assert!(decoder.args.ends.capacity() <= 16 && decoder.args.bytes.capacity() <= 16);
         assert_eq!(
             decoder.decode(b"$100000000\r\nabc"),
             Ok(Decoded::NeedMore { consumed: 12 })
         );
-        assert!(decoder.args.capacity() <= 16);
+        assert!(decoder.args.ends.capacity() <= 16 && decoder.args.bytes.capacity() <= 16);
         assert_eq!(decoder.state, State::BulkData(100_000_000));
+    }
+
+    /// Regression: `*1048576` followed by 1-byte arguments, never finished,
+    /// held 56 MB per connection with no cap.
+    #[test]
+    fn unfinished_multibulk_memory_is_capped() {
+        let limits = Limits {
+            max_bulk: 1024,
+            max_command: 64 * 1024,
+        };
+        let mut caller = Caller::with_limits(limits);
+        caller.feed(b"*1048576\r\n");
+        let mut sent = 0;
+        while !caller.failed {
+            caller.feed(b"$1\r\nx\r\n");
+            sent += 1;
+            assert!(caller.decoder.held() <= limits.max_command);
+        }
+        let most = limits.max_command / (1 + ARG_OVERHEAD);
+        assert_eq!(sent, most + 1, "refused at the first argument past the cap");
+        assert_eq!(
+            caller.events,
+            [err(&format!(
+                "too big multibulk request: argument {} of 1048576 would hold {} bytes, over the 65536 allowed",
+                most + 1,
+                (most + 1) * (1 + ARG_OVERHEAD)
+            ))]
+        );
+        // Any split of the same input fails the same way.
+        let mut input = b"*1048576\r\n".to_vec();
+        input.extend(b"$1\r\nx\r\n".repeat(most + 1));
+        let bytes: Vec<&[u8]> = input.chunks(997).collect();
+        let mut caller = Caller::with_limits(limits);
+        for chunk in bytes {
+            caller.feed(chunk);
+        }
+        assert_eq!(caller.events.len(), 1);
+        assert!(
+            matches!(&caller.events[0], Event::Error(e) if e.to_string().starts_with("too big multibulk"))
+        );
+    }
+
+    #[test]
+    fn command_cap_fits_a_maximal_publish_and_resets_between_commands() {
+        let max_bulk = 64 * 1024;
+        let mut input = Vec::new();
+        for _ in 0..3 {
+            input.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nalice\r\n");
+            input.extend_from_slice(format!("${max_bulk}\r\n").as_bytes());
+            input.extend(std::iter::repeat_n(b'x', max_bulk));
+            input.extend_from_slice(b"\r\n");
+        }
+        let (events, _) = run(max_bulk, &[&input]);
+        assert_eq!(events.len(), 3);
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e, Event::Command(a) if a.len() == 3))
+        );
+        // An oversized argument is skipped, not held: it costs nothing.
+        let mut decoder = Decoder::new(Limits::new(1024));
+        let head = b"*3\r\n$4\r\nECHO\r\n$1\r\na\r\n$999999\r\n";
+        assert!(decoder.decode(head).is_ok());
+        assert_eq!(decoder.held(), 4 + ARG_OVERHEAD, "only the name is kept");
+    }
+
+    #[test]
+    fn args_share_one_buffer() {
+        let mut args: Args = [&b"PUBLISH"[..], b"", b"alice"].into_iter().collect();
+        assert_eq!(
+            (args.len(), &args[0], &args[1], &args[2]),
+            (3, &b"PUBLISH"[..], &b""[..], &b"alice"[..])
+        );
+        assert_eq!(args.get(3), None);
+        assert_eq!(args.held(), 12 + 3 * ARG_OVERHEAD);
+        args.truncate(1);
+        args.push(b"x");
+        assert_eq!(args.iter().collect::<Vec<_>>(), [&b"PUBLISH"[..], b"x"]);
+        args.truncate(0);
+        assert!(args.is_empty() && args.bytes.is_empty());
+    }
+
+    #[test]
+    fn recycled_buffers_are_reused_unless_big() {
+        let mut decoder = Decoder::new(Limits::new(1 << 20));
+        let Ok(Decoded::Command { args, .. }) = decoder.decode(b"*1\r\n$4\r\nPING\r\n") else {
+            panic!("a command");
+        };
+        let buffer = args.bytes.as_ptr();
+        decoder.recycle(args);
+        let Ok(Decoded::Command { args, .. }) = decoder.decode(b"*1\r\n$4\r\nPONG\r\n") else {
+            panic!("a command");
+        };
+        assert_eq!((&args[0], args.bytes.as_ptr()), (&b"PONG"[..], buffer));
+        let mut big = Args::default();
+        big.push(&vec![0; RECYCLE_MAX + 1]);
+        decoder.recycle(big);
+        assert_eq!(decoder.args.bytes.capacity(), 0, "a big buffer is let go");
     }
 
     #[test]

@@ -117,10 +117,9 @@ impl Gateway {
             port => {
                 // The config loader refuses a non-loopback bind without a password.
                 let addr = SocketAddr::new(config.mailbox.backend_bind, port);
-                let listener = crate::net::listen(addr, config.server.listen_backlog)
-                    .map_err(start_error(&format!(
-                        "cannot listen for backends on {addr}"
-                    )))?;
+                let listener = crate::net::listen(addr, config.server.listen_backlog).map_err(
+                    start_error(&format!("cannot listen for backends on {addr}")),
+                )?;
                 info!(
                     "backend TCP listener on {}",
                     listener.local_addr().unwrap_or(addr)
@@ -173,6 +172,7 @@ impl Gateway {
             peers,
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
+            backend_budget: crate::shared::Budget::new(crate::backend::MAX_COMMANDS_TOTAL),
             started: Instant::now(),
         });
         let mut threads = Vec::with_capacity(workers);

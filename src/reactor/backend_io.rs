@@ -28,7 +28,8 @@ impl Worker {
             return;
         }
         let config = &self.shared.config.mailbox;
-        let backend = entry.insert(BackendConn::new(sock, key as u64, config));
+        let budget = self.shared.backend_budget.clone();
+        let backend = entry.insert(BackendConn::with_budget(sock, key as u64, config, budget));
         metrics::inc(&self.shared.metrics.backend_connections_open);
         metrics::inc(&self.shared.metrics.backend_connections_total);
         if self.publishing_stopped {

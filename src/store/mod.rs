@@ -274,11 +274,10 @@ impl Store {
         }
     }
 
-    /// Names of mailboxes with subscribers right now, filtered by `keep`
-    /// outside every lock.
-    pub fn active_names(&self, keep: impl FnMut(&str) -> bool) -> Vec<Arc<str>> {
+    /// Names of mailboxes with subscribers right now.
+    pub fn active_names(&self) -> Vec<Arc<str>> {
         match self {
-            Store::Local(s) => s.active_names(keep),
+            Store::Local(s) => s.active_names(),
         }
     }
 
