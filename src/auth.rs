@@ -12,7 +12,8 @@ use std::path::Path;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 
-use crate::config::AuthConfig;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// Tokens longer than this are refused before any parsing: real ones are a
 /// few hundred bytes, and a header line is capped anyway.
@@ -57,6 +58,39 @@ impl Denied {
 }
 
 /// What a valid token allows for one request.
+/// The `auth.*` settings (docs/configuration.md); tokens: docs/security.md.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuthConfig {
+    /// `auth.required`; needs one of the two key files.
+    pub required: bool,
+    /// `auth.jwt-secret-file`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// `auth.jwt-public-key-file`.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// `auth.public-prefixes`: paths readable without a token.
+    pub public_prefixes: Vec<String>,
+    /// `auth.cookie`: name of the cookie carrying the token.
+    pub cookie: Option<String>,
+    /// `auth.audience`: required `aud` claim.
+    pub audience: Option<String>,
+    /// `auth.clock-leeway`: clock drift allowed on `exp` and `nbf`.
+    pub clock_leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            required: false,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            public_prefixes: Vec::new(),
+            cookie: None,
+            audience: None,
+            clock_leeway: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant {
     /// `exp`, in seconds since the Unix epoch; streams end then.

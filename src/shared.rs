@@ -164,7 +164,7 @@ impl Shared {
             peers: Vec::new(),
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
-            backend_budget: Budget::new(crate::backend::MAX_COMMANDS_TOTAL),
+            backend_budget: Budget::new(usize::MAX),
             started: Instant::now(),
         })
     }

@@ -167,38 +167,9 @@ impl Default for MailboxConfig {
     }
 }
 
-/// Subscriber tokens (JWT): see docs/security.md.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AuthConfig {
-    /// `auth.required`; needs one of the two key files.
-    pub required: bool,
-    /// `auth.jwt-secret-file`.
-    pub jwt_secret_file: Option<PathBuf>,
-    /// `auth.jwt-public-key-file`.
-    pub jwt_public_key_file: Option<PathBuf>,
-    /// `auth.public-prefixes`: paths readable without a token.
-    pub public_prefixes: Vec<String>,
-    /// `auth.cookie`: name of the cookie carrying the token.
-    pub cookie: Option<String>,
-    /// `auth.audience`: required `aud` claim.
-    pub audience: Option<String>,
-    /// `auth.clock-leeway`: clock drift allowed on `exp` and `nbf`.
-    pub clock_leeway: Duration,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            required: false,
-            jwt_secret_file: None,
-            jwt_public_key_file: None,
-            public_prefixes: Vec::new(),
-            cookie: None,
-            audience: None,
-            clock_leeway: Duration::from_secs(5),
-        }
-    }
-}
+/// Subscriber tokens: the settings live with their user, `auth`, so that
+/// `auth` needs nothing of the config module.
+pub use crate::auth::AuthConfig;
 
 impl Config {
     /// Reads the file at `path` and the files it includes. The environment

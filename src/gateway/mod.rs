@@ -4,15 +4,12 @@
 //! and a spawned acceptor thread, and returns. Browsers are accepted by the
 //! workers themselves, each waiting on the shared listening socket (on Linux
 //! with EPOLLEXCLUSIVE: one idle worker is woken per arrival), with the caps
-//! of [`admit`]. The acceptor (`acceptor`) takes backend connections,
+//! of `reactor::admission`. The acceptor (`acceptor`) takes backend connections,
 //! sweeps the store and runs shutdown; `files` holds what start-up does to
 //! the file system and the process.
 
 mod acceptor;
-mod admission;
 mod files;
-
-pub use admission::admit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

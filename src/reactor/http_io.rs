@@ -44,7 +44,7 @@ impl Worker {
                     return;
                 }
             };
-            if crate::gateway::admit(&self.shared, &mut sock, addr) {
+            if super::admission::admit(&self.shared, &mut sock, addr) {
                 self.adopt_http(sock, addr);
             }
         }

@@ -14,6 +14,7 @@
 //! phases: poll, stream, WebSocket), `delivery` (fan-out and catch-up),
 //! `timers`, `backend_io`, `lifecycle` (shutdown and reaping).
 
+mod admission;
 mod backend_io;
 mod delivery;
 mod http_io;

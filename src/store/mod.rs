@@ -289,3 +289,30 @@ impl Store {
         }
     }
 }
+
+/// Helpers for the unit tests of code that handles messages.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Roomy limits: nothing in a unit test hits them unless it means to.
+    pub(crate) fn limits() -> StoreLimits {
+        StoreLimits {
+            max_messages: 10,
+            message_ttl: Duration::from_secs(10),
+            max_message_size: 1 << 20,
+            max_mailboxes: 10,
+            max_subscribers: 0,
+            max_mailbox_bytes: 1 << 20,
+            max_memory: 1 << 20,
+        }
+    }
+
+    /// A stored message in mailbox `box`, as a publish makes it.
+    pub(crate) fn message(payload: &[u8]) -> Arc<Message> {
+        LocalStore::new(limits(), 1)
+            .publish(b"box", payload.to_vec(), Instant::now())
+            .expect("a roomy store takes it")
+            .message
+    }
+}

@@ -166,27 +166,7 @@ fn sse_event(message: &Message) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LocalStore, StoreLimits};
-    use std::time::{Duration, Instant};
-
-    fn message(payload: &[u8]) -> std::sync::Arc<Message> {
-        let store = LocalStore::new(
-            StoreLimits {
-                max_messages: 10,
-                message_ttl: Duration::from_secs(10),
-                max_message_size: 1 << 20,
-                max_mailboxes: 10,
-                max_subscribers: 0,
-                max_mailbox_bytes: 1 << 20,
-                max_memory: 1 << 20,
-            },
-            1,
-        );
-        store
-            .publish(b"box", payload.to_vec(), Instant::now())
-            .unwrap()
-            .message
-    }
+    use crate::store::testing::message;
 
     #[test]
     fn json_is_script_safe_and_exact() {

@@ -98,22 +98,11 @@ pub fn build<'a>(
 mod tests {
     use super::*;
     use crate::http::Cors;
-    use crate::store::{LocalStore, Register, StoreLimits};
-    use std::time::{Duration, Instant};
+    use crate::store::{LocalStore, Register};
+    use std::time::Instant;
 
     fn store() -> LocalStore {
-        LocalStore::new(
-            StoreLimits {
-                max_messages: 10,
-                message_ttl: Duration::from_secs(10),
-                max_message_size: 1 << 20,
-                max_mailboxes: 10,
-                max_subscribers: 0,
-                max_mailbox_bytes: 1 << 20,
-                max_memory: 1 << 20,
-            },
-            1,
-        )
+        LocalStore::new(crate::store::testing::limits(), 1)
     }
 
     fn reply(callback: Option<&str>) -> ReplyTo {

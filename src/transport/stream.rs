@@ -169,24 +169,7 @@ mod tests {
     }
 
     fn message() -> Arc<Message> {
-        use crate::store::{LocalStore, StoreLimits};
-        use std::time::{Duration, Instant};
-        let store = LocalStore::new(
-            StoreLimits {
-                max_messages: 10,
-                message_ttl: Duration::from_secs(10),
-                max_message_size: 1 << 20,
-                max_mailboxes: 10,
-                max_subscribers: 0,
-                max_mailbox_bytes: 1 << 20,
-                max_memory: 1 << 20,
-            },
-            1,
-        );
-        store
-            .publish(b"box", b"hi".to_vec(), Instant::now())
-            .unwrap()
-            .message
+        crate::store::testing::message(b"hi")
     }
 
     fn concat(parts: &[Part<'_>]) -> String {
