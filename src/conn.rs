@@ -37,9 +37,9 @@ pub enum Phase {
     /// by a complete head (to any other phase) or by the header/idle timeout.
     Head,
     /// Waiting for the store to answer an attach (a remote store's
-    /// `Answer::Pending`); its completion moves it to `Held`, `Stream` or
-    /// `WebSocket` as the plan says.
-    Attaching(crate::store::Ticket, Box<crate::endpoint::Subscribe>),
+    /// `Answer::Pending`); the last completion moves it to `Held`, `Stream`
+    /// or `WebSocket` as the plan says.
+    Attaching(Box<Attaching>),
     /// A long-poll held until a message arrives or the poll timeout; both
     /// answer and move back to `Head` (or `Draining`).
     Held(Held),
@@ -61,9 +61,18 @@ impl Phase {
             Phase::Held(_) => Some(&metrics.polls_waiting),
             Phase::Stream(_) => Some(&metrics.streams_open),
             Phase::WebSocket(_) => Some(&metrics.websockets_open),
-            Phase::Head | Phase::Attaching(..) | Phase::Draining => None,
+            Phase::Head | Phase::Attaching(_) | Phase::Draining => None,
         }
     }
+}
+
+/// A subscription plan whose attaches are not all answered yet.
+pub struct Attaching {
+    pub plan: crate::endpoint::Subscribe,
+    /// One per mailbox of the plan, in its order; `None` until answered.
+    pub results: Vec<Option<Result<crate::store::Attach, crate::store::StoreError>>>,
+    /// The tickets still outstanding, with the index they answer.
+    pub tickets: Vec<(crate::store::Ticket, usize)>,
 }
 
 pub struct Subscription {
@@ -72,6 +81,75 @@ pub struct Subscription {
     /// Index in the worker's subscriber list of this mailbox, so detaching is
     /// O(1).
     pub slot: u32,
+}
+
+/// The mailboxes a connection follows, in the order the request named
+/// them: none, one (kept inline: the common case costs no allocation), or
+/// several (`/mailbox/a,b,c`, up to `mailbox.max-per-connection`).
+#[derive(Default)]
+pub struct Subs {
+    first: Option<Subscription>,
+    /// Boxed: a pointer in every connection, a vector only in multiplexed
+    /// ones.
+    rest: Option<Box<Vec<Subscription>>>,
+}
+
+impl Subs {
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// More than one mailbox: messages name theirs, cursors are composite.
+    pub fn is_multiplexed(&self) -> bool {
+        self.rest.is_some()
+    }
+
+    pub fn push(&mut self, sub: Subscription) {
+        if self.first.is_none() {
+            self.first = Some(sub);
+        } else {
+            self.rest.get_or_insert_default().push(sub);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.first.iter().chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
+    pub fn get_mut(&mut self, mailbox: &str) -> Option<&mut Subscription> {
+        self.first
+            .iter_mut()
+            .chain(self.rest.iter_mut().flat_map(|r| r.iter_mut()))
+            .find(|s| &*s.mailbox == mailbox)
+    }
+
+    pub fn get(&self, mailbox: &str) -> Option<&Subscription> {
+        self.iter().find(|s| &*s.mailbox == mailbox)
+    }
+
+    pub fn take(&mut self) -> Subs {
+        std::mem::take(self)
+    }
+
+    pub fn into_vec(self) -> Vec<Subscription> {
+        let mut all = self.rest.map_or_else(Vec::new, |rest| *rest);
+        if let Some(first) = self.first {
+            all.insert(0, first);
+        }
+        all
+    }
+
+    /// The cursor a client resumes with: the one mailbox's, or every
+    /// mailbox's joined by `,` in the request's order (cursors contain no
+    /// comma, so the join is unambiguous).
+    pub fn write_cursor(&self, out: &mut Vec<u8>) {
+        for (i, sub) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            sub.cursor.write(out);
+        }
+    }
 }
 
 /// Where a connection sits in the worker's timer wheel.
@@ -100,7 +178,7 @@ pub struct Conn {
     /// the worker's timer wheel.
     pub deadline: u64,
     pub timer: TimerSlot,
-    pub sub: Option<Subscription>,
+    pub subs: Subs,
     /// The peer closed its side; finish what is in flight, then close.
     pub peer_closed: bool,
     /// Input was left unread or unparsed because a response was still
@@ -120,7 +198,7 @@ impl Conn {
             out: OutQueue::default(),
             deadline: u64::MAX,
             timer: TimerSlot::NONE,
-            sub: None,
+            subs: Subs::default(),
             peer_closed: false,
             input_waits: false,
             dead: false,

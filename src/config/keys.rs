@@ -470,6 +470,18 @@ pub(super) static KEYS: &[Key] = &[
             default). Must be at least mailbox.max-message-size + 1024.",
     },
     Key {
+        name: "mailbox.max-per-connection",
+        kind: Kind::Int {
+            unit: Unit::Count,
+            min: 1,
+            max: 255,
+            set: |c, n| c.mailbox.max_per_connection = count(n),
+        },
+        default: "16",
+        doc: "Mailboxes one request may follow (`/mailbox/a,b,c`). Browsers allow about \
+            six HTTP/1.1 connections per host, so a page follows several mailboxes on one.",
+    },
+    Key {
         name: "mailbox.cors-origins",
         kind: Kind::List {
             check: check_cors_origins,

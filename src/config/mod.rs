@@ -135,6 +135,8 @@ pub struct MailboxConfig {
     /// `mailbox.max-pending-bytes` queued for one slow subscriber before its
     /// stream is closed; at least `max_message_size` + 1024.
     pub max_pending_bytes: usize,
+    /// `mailbox.max-per-connection`: mailboxes one request may follow.
+    pub max_per_connection: usize,
     /// `mailbox.cors-origins`; empty = no CORS headers, `"*"` = any origin.
     pub cors_origins: Vec<String>,
 }
@@ -162,6 +164,7 @@ impl Default for MailboxConfig {
             stream_max_duration: None,
             stream_max_bytes: None,
             max_pending_bytes: 4 * 1024 * 1024,
+            max_per_connection: 16,
             cors_origins: Vec::new(),
         }
     }

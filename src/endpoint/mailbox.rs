@@ -3,7 +3,7 @@
 //! the plan the worker carries out ([`Subscribe`]), a CORS preflight, or an
 //! error.
 
-use super::{Body, Context, Outcome, Response, Subscribe};
+use super::{Body, Context, Follow, Outcome, Response, Subscribe};
 use crate::auth::TokenSource;
 use crate::http::{self, HttpError, Method, Request, Status, cors};
 use crate::shared::Shared;
@@ -26,24 +26,14 @@ pub fn handle(
             ));
         }
     }
-    let name = http::percent_decode(raw_name, false);
-    if !store::is_valid_name(&name) {
-        return Err(HttpError::bad_request(
-            "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ -",
-        ));
-    }
-    // Validated above: ASCII.
-    let name = String::from_utf8(name).expect("mailbox names are ASCII");
+    let names = mailbox_names(raw_name, shared.config.mailbox.max_per_connection)?;
     let choice = transport::choose(req)?;
-    let since = match &choice.since {
-        None => None,
-        Some(raw) => Some(Cursor::parse(raw).ok_or(HttpError::bad_request("unparsable cursor"))?),
-    };
+    let cursors = cursors(choice.since.as_deref(), names.len())?;
     let cors_origins = &shared.config.mailbox.cors_origins;
-    let mut token_expires_at = None;
+    let mut token_expires_at: Option<u64> = None;
     let mut from_cookie = false;
     if let Some(auth) = &shared.auth
-        && auth.needs_token(&name)
+        && names.iter().any(|name| auth.needs_token(name))
     {
         let found = crate::auth::find_token(
             req.authorization,
@@ -64,9 +54,19 @@ pub fn handle(
                 "cookie-authenticated JSONP needs a Referer of this site or of mailbox.cors-origins; pass ?token= instead",
             ));
         }
-        let grant = auth.check(found.map(|(token, _)| token), &name)?;
-        token_expires_at = Some(grant.expires_at);
+        // Every mailbox must be granted; what is held open ends when the
+        // token does.
+        for name in names.iter().filter(|name| auth.needs_token(name)) {
+            let grant = auth.check(found.map(|(token, _)| token), name)?;
+            token_expires_at =
+                Some(token_expires_at.map_or(grant.expires_at, |e| e.min(grant.expires_at)));
+        }
     }
+    let follows = names
+        .into_iter()
+        .zip(cursors)
+        .map(|(mailbox, since)| Follow { mailbox, since })
+        .collect();
     let websocket_key = if choice.transport == Transport::WebSocket {
         let origin_ok = websocket_origin_allowed(req, &ctx.cors, cors_origins, from_cookie);
         ws_session::check_upgrade(req, origin_ok)?;
@@ -75,8 +75,7 @@ pub fn handle(
         None
     };
     Ok(Outcome::Subscribe(Box::new(Subscribe {
-        mailbox: name,
-        since,
+        follows,
         transport: choice.transport,
         reply: ReplyTo {
             http11: ctx.http11,
@@ -88,6 +87,57 @@ pub fn handle(
         token_expires_at,
         websocket_key,
     })))
+}
+
+/// The mailboxes a path names: one, or several separated by `,` (each
+/// percent-decoded and valid, no name twice, at most `max`).
+fn mailbox_names(raw: &[u8], max: usize) -> Result<Vec<String>, HttpError> {
+    let mut names: Vec<String> = Vec::new();
+    for raw_name in raw.split(|&b| b == b',') {
+        let name = http::percent_decode(raw_name, false);
+        if !store::is_valid_name(&name) {
+            return Err(HttpError::bad_request(
+                "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ - (several separated by ,)",
+            ));
+        }
+        // Validated above: ASCII.
+        let name = String::from_utf8(name).expect("mailbox names are ASCII");
+        if names.contains(&name) {
+            return Err(HttpError::bad_request("a mailbox is named twice"));
+        }
+        names.push(name);
+    }
+    if names.len() > max {
+        return Err(HttpError::new(
+            Status::BadRequest,
+            format!("too many mailboxes on one connection (mailbox.max-per-connection = {max})"),
+        ));
+    }
+    Ok(names)
+}
+
+/// The cursor of each mailbox: one for one mailbox; for several, as many
+/// as there are mailboxes, joined by `,` in the same order (an empty one
+/// means "from the start").
+fn cursors(raw: Option<&[u8]>, count: usize) -> Result<Vec<Option<Cursor>>, HttpError> {
+    let Some(raw) = raw else {
+        return Ok((0..count).map(|_| None).collect());
+    };
+    let parts: Vec<&[u8]> = raw.split(|&b| b == b',').collect();
+    if parts.len() != count {
+        return Err(HttpError::bad_request(
+            "the cursor must hold one position per mailbox, joined by ,",
+        ));
+    }
+    parts
+        .into_iter()
+        .map(|part| match part {
+            b"" => Ok(None),
+            text => Cursor::parse(text)
+                .map(Some)
+                .ok_or(HttpError::bad_request("unparsable cursor")),
+        })
+        .collect()
 }
 
 fn preflight(ctx: &Context) -> Response {
@@ -205,10 +255,32 @@ mod tests {
         for (raw, transport) in cases {
             let plan = subscribe(raw, &s);
             assert_eq!(plan.transport, transport, "{raw}");
-            assert_eq!(plan.mailbox, "a");
+            assert_eq!(plan.follows[0].mailbox, "a");
         }
         let head = subscribe("HEAD /mailbox/a HTTP/1.1\r\nHost: h\r\n\r\n", &s);
         assert_eq!(head.register(), crate::store::Register::Never);
+    }
+
+    #[test]
+    fn several_mailboxes_with_one_cursor_each() {
+        let s = shared("mailbox.max-per-connection = 3\n");
+        let plan = subscribe(
+            "GET /mailbox/user:alice,room%3A42,ticker?since=,1.2-0000000003, HTTP/1.1\r\nHost: h\r\n\r\n",
+            &s,
+        );
+        let names: Vec<&str> = plan.follows.iter().map(|f| f.mailbox.as_str()).collect();
+        assert_eq!(names, ["user:alice", "room:42", "ticker"]);
+        assert!(plan.is_multiplexed());
+        assert_eq!(plan.follows[1].since.unwrap().seq, 3);
+        assert!(plan.follows[0].since.is_none() && plan.follows[2].since.is_none());
+        for bad in [
+            "GET /mailbox/a,b,c,d HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /mailbox/a,a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /mailbox/a,,b HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /mailbox/a,b?since=1.2-0000000003 HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            assert_eq!(status(bad, &s), 400, "{bad}");
+        }
     }
 
     #[test]

@@ -69,11 +69,18 @@ pub enum Body {
     Static(&'static [u8]),
 }
 
-/// Attach to a mailbox, then hold, stream or upgrade as `transport` says.
+/// One mailbox a subscription follows, and where the client stands in it.
 #[derive(Debug)]
-pub struct Subscribe {
+pub struct Follow {
     pub mailbox: String,
     pub since: Option<Cursor>,
+}
+
+/// Attach to the mailboxes (one, or several on one connection), then hold,
+/// stream or upgrade as `transport` says.
+#[derive(Debug)]
+pub struct Subscribe {
+    pub follows: Vec<Follow>,
     pub transport: Transport,
     pub reply: ReplyTo,
     /// HEAD: answer what a GET would, without registering or a body.
@@ -85,6 +92,11 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
+    /// Several mailboxes: messages name theirs, cursors are composite.
+    pub fn is_multiplexed(&self) -> bool {
+        self.follows.len() > 1
+    }
+
     /// When this subscriber wants to be counted for live messages.
     pub fn register(&self) -> Register {
         match (self.head_only, &self.transport) {

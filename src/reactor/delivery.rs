@@ -18,29 +18,31 @@ use crate::transport::encode::{Encoding, encoded};
 use crate::transport::{stream, ws_session};
 
 impl Worker {
-    /// Adds a registered subscriber to this worker's list for its mailbox.
+    /// Adds a registered subscriber to this worker's list for a mailbox.
     pub(super) fn subscribe_local(&mut self, key: usize, name: &str, cursor: Cursor) {
         let (mailbox, slot) = self.subs.add(name, key);
-        self.conns[key].sub = Some(Subscription {
+        self.conns[key].subs.push(Subscription {
             mailbox,
             cursor,
             slot,
         });
     }
 
-    /// Removes a connection from its mailbox, here and in the store.
+    /// Removes a connection from every mailbox it follows, here and in the
+    /// store.
     pub(super) fn unsubscribe(&mut self, key: usize) {
-        let Some(sub) = self.conns[key].sub.take() else {
+        let subs = self.conns[key].subs.take();
+        if subs.is_empty() {
             return;
-        };
-        if let Some(moved) = self.subs.remove(&sub.mailbox, sub.slot, key)
-            && let Some(s) = self.conns[moved as usize].sub.as_mut()
-        {
-            s.slot = sub.slot;
         }
-        self.shared
-            .store
-            .detach(&sub.mailbox, self.id, 1, self.now());
+        for sub in subs.into_vec() {
+            if let Some(moved) = self.subs.remove(&sub.mailbox, sub.slot, key)
+                && let Some(s) = self.conns[moved as usize].subs.get_mut(&sub.mailbox)
+            {
+                s.slot = sub.slot;
+            }
+            self.detach_one(&sub.mailbox);
+        }
     }
 
     /// Hands a published message to this worker's subscribers of its mailbox.
@@ -61,7 +63,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key).filter(|c| !c.dead) else {
             return;
         };
-        let Some(sub) = conn.sub.as_ref() else {
+        let Some(sub) = conn.subs.get(&message.mailbox) else {
             return;
         };
         let follows = sub.cursor.follows(&message.cursor);
@@ -83,33 +85,35 @@ impl Worker {
                 if in_order {
                     self.send_to_stream(key, message);
                 } else {
-                    self.catch_up(key);
+                    self.catch_up(key, &message.mailbox);
                 }
             }
-            Phase::Head | Phase::Attaching(..) | Phase::Draining => {}
+            Phase::Head | Phase::Attaching(_) | Phase::Draining => {}
         }
     }
 
-    /// A stream saw a gap (announcements crossed): read the store.
-    fn catch_up(&mut self, key: usize) {
-        let sub = self.conns[key]
-            .sub
-            .as_ref()
-            .expect("streams are subscribed");
-        let (messages, missed) =
-            self.shared
-                .store
-                .read_after(&sub.mailbox, &sub.cursor, self.now());
+    /// A stream saw a gap in `mailbox` (announcements crossed): read the store.
+    fn catch_up(&mut self, key: usize, mailbox: &Arc<str>) {
+        let conn = &self.conns[key];
+        let Some(sub) = conn.subs.get(mailbox) else {
+            return;
+        };
+        let named = conn.subs.is_multiplexed();
+        let (messages, missed) = self
+            .shared
+            .store
+            .read_after(mailbox, &sub.cursor, self.now());
         if missed {
             let conn = &mut self.conns[key];
             let marker = &mut self.scratch.head;
             marker.clear();
+            let name = named.then_some(&**mailbox);
             match conn.phase() {
-                Phase::WebSocket(_) => ws_session::write_missed(marker),
+                Phase::WebSocket(_) => ws_session::write_missed(name, marker),
                 Phase::Stream(s) => {
                     let tail = &mut self.scratch.tail;
                     tail.clear();
-                    stream::write_missed(s.kind, s.reply.callback.as_deref(), tail);
+                    stream::write_missed(s.kind, s.reply.callback.as_deref(), name, tail);
                     stream::chunk_into(marker, tail, s.reply.http11);
                 }
                 _ => {}
@@ -118,12 +122,9 @@ impl Worker {
                 return self.kill(key);
             }
             if messages.is_empty() {
-                let mailbox = conn.sub.as_ref().map(|s| s.mailbox.clone());
-                if let Some(mailbox) = mailbox {
-                    let position = self.shared.store.position(&mailbox, self.now());
-                    if let Some(sub) = self.conns[key].sub.as_mut() {
-                        sub.cursor = position;
-                    }
+                let position = self.shared.store.position(mailbox, self.now());
+                if let Some(sub) = self.conns[key].subs.get_mut(mailbox) {
+                    sub.cursor = position;
                 }
             }
         }
@@ -140,12 +141,29 @@ impl Worker {
         let max_pending = self.shared.config.mailbox.max_pending_bytes;
         let max_bytes = self.shared.config.mailbox.stream_max_bytes;
         let conn = &mut self.conns[key];
+        if let Some(sub) = conn.subs.get_mut(&message.mailbox) {
+            sub.cursor = message.cursor;
+        }
+        let named = conn.subs.is_multiplexed();
         let result = match conn.phase() {
-            Phase::WebSocket(_) => conn.send(&[Part::Shared(encoded(message, Encoding::WsFrame))]),
+            Phase::WebSocket(_) => {
+                let frame = if named {
+                    Encoding::NamedWsFrame
+                } else {
+                    Encoding::WsFrame
+                };
+                conn.send(&[Part::Shared(encoded(message, frame))])
+            }
             Phase::Stream(s) => {
+                let composite = &mut self.scratch.cursor;
+                composite.clear();
+                if named {
+                    conn.subs.write_cursor(composite);
+                }
                 let parts = stream::message_parts(
                     s,
                     message,
+                    named.then_some(&composite[..]),
                     &mut self.scratch.head,
                     &mut self.scratch.tail,
                 );
@@ -158,9 +176,6 @@ impl Worker {
             return false;
         }
         self.deliveries += 1;
-        if let Some(sub) = conn.sub.as_mut() {
-            sub.cursor = message.cursor;
-        }
         if conn.out.pending_bytes() > max_pending {
             // A reader this slow would make us buffer without bound. It
             // resumes from its cursor and loses nothing still retained.
@@ -210,38 +225,73 @@ impl Worker {
     /// that several messages for one mailbox go out in one response.
     pub(super) fn answer_ready_polls(&mut self) {
         let mut ready = std::mem::take(&mut self.ready_polls);
-        let now = self.now();
         for &key in &ready {
-            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.dead) else {
+            let Some(conn) = self.conns.get(key).filter(|c| !c.dead) else {
                 continue;
             };
             if !matches!(conn.phase(), Phase::Held(h) if h.ready.is_some()) {
                 continue;
             }
-            let Phase::Held(mut held) = conn.set_phase(Phase::Head, &self.shared.metrics) else {
+            let (messages, missed) = self.collect_ready(key);
+            let conn = &mut self.conns[key];
+            let Phase::Held(held) = conn.phase_mut() else {
                 unreachable!("matched above")
             };
-            let message = held.ready.take().expect("matched above");
-            let sub = conn.sub.as_ref().expect("held polls are subscribed");
-            let (messages, missed) = if held.ready_more {
-                self.shared.store.read_after(&sub.mailbox, &sub.cursor, now)
-            } else {
-                (vec![message], false)
-            };
-            if messages.is_empty() && !missed {
+            held.ready = None;
+            if messages.is_empty() && missed.is_empty() {
                 // Only duplicates arrived: keep waiting.
                 held.ready_more = false;
-                conn.set_phase(Phase::Held(held), &self.shared.metrics);
                 continue;
             }
-            let cursor = messages.last().map_or(sub.cursor, |m| m.cursor);
-            self.unsubscribe(key);
-            self.answer_held(key, &held.reply, &messages, missed, cursor);
+            let Phase::Held(held) = conn.set_phase(Phase::Head, &self.shared.metrics) else {
+                unreachable!("matched above")
+            };
+            self.answer_held(key, &held.reply, &messages, &missed);
             self.resume_pipelined(key);
         }
         ready.clear();
         if self.ready_polls.is_empty() {
             self.ready_polls = ready; // keep the allocation
         }
+    }
+
+    /// What a ready poll answers with, its cursors moved past it: the one
+    /// message announced if it followed, else whatever the store holds
+    /// after each cursor.
+    fn collect_ready(&mut self, key: usize) -> (Vec<Arc<Message>>, Vec<Arc<str>>) {
+        let now = self.now();
+        let conn = &self.conns[key];
+        let Phase::Held(held) = conn.phase() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut messages = Vec::new();
+        let mut missed = Vec::new();
+        if !held.ready_more && !conn.subs.is_multiplexed() {
+            messages.extend(held.ready.clone());
+        } else {
+            for sub in conn.subs.iter() {
+                let (after, lost) = self.shared.store.read_after(&sub.mailbox, &sub.cursor, now);
+                if lost {
+                    missed.push(sub.mailbox.clone());
+                }
+                messages.extend(after);
+            }
+        }
+        let store = &self.shared.store;
+        let conn = &mut self.conns[key];
+        for message in &messages {
+            if let Some(sub) = conn.subs.get_mut(&message.mailbox) {
+                sub.cursor = message.cursor;
+            }
+        }
+        for mailbox in &missed {
+            if !messages.iter().any(|m| m.mailbox == *mailbox)
+                && let Some(sub) = conn.subs.get_mut(mailbox)
+            {
+                // Nothing retained to hand over: stand where the mailbox is.
+                sub.cursor = store.position(mailbox, now);
+            }
+        }
+        (messages, missed)
     }
 }

@@ -117,7 +117,7 @@ impl Worker {
                 conn.input_waits = false;
                 self.again.push(http_token(key));
             }
-            Phase::Head | Phase::Attaching(..) | Phase::Held(_) | Phase::Stream(_) => {}
+            Phase::Head | Phase::Attaching(_) | Phase::Held(_) | Phase::Stream(_) => {}
         }
     }
 
@@ -244,7 +244,7 @@ impl Worker {
         if conn.peer_closed {
             match conn.phase() {
                 // Nobody is left to read a held response or a stream.
-                Phase::Attaching(..) | Phase::Held(_) | Phase::Stream(_) | Phase::WebSocket(_) => {
+                Phase::Attaching(_) | Phase::Held(_) | Phase::Stream(_) | Phase::WebSocket(_) => {
                     self.kill(key)
                 }
                 // A response may still be on its way: finish it, then close.

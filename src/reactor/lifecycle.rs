@@ -60,7 +60,7 @@ impl Worker {
                 Phase::Head if writing => {
                     conn.set_phase(Phase::Draining, &self.shared.metrics);
                 }
-                Phase::Head | Phase::Attaching(..) => self.kill(key),
+                Phase::Head | Phase::Attaching(_) => self.kill(key),
                 Phase::Draining => {}
             }
         }
@@ -87,6 +87,24 @@ impl Worker {
         }
     }
 
+    /// A connection closed while its attaches were pending: late answers
+    /// give their registrations back, answered ones do so now.
+    fn abandon(&mut self, attaching: crate::conn::Attaching) {
+        let follows = &attaching.plan.follows;
+        for &(ticket, index) in &attaching.tickets {
+            self.attaching.remove(&ticket);
+            self.abandoned
+                .insert(ticket, follows[index].mailbox.clone());
+        }
+        for (follow, result) in follows.iter().zip(&attaching.results) {
+            if let Some(Ok(attach)) = result
+                && attach.registered
+            {
+                self.detach_one(&follow.mailbox);
+            }
+        }
+    }
+
     pub(super) fn reap(&mut self) {
         while let Some(key) = self.dead.pop() {
             if !self.conns.contains(key) {
@@ -95,11 +113,10 @@ impl Worker {
             self.unsubscribe(key);
             self.timers.unlink(&mut self.conns, key);
             let conn = &mut self.conns[key];
-            if let Phase::Attaching(ticket, plan) =
+            if let Phase::Attaching(attaching) =
                 conn.set_phase(Phase::Draining, &self.shared.metrics)
             {
-                self.attaching.remove(&ticket);
-                self.abandoned.insert(ticket, plan.mailbox);
+                self.abandon(*attaching);
             }
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.sock);

@@ -69,6 +69,8 @@ struct Scratch {
     head: Vec<u8>,
     /// A chunk's end, a suffix.
     tail: Vec<u8>,
+    /// A composite cursor.
+    cursor: Vec<u8>,
     poll: longpoll::Scratch,
 }
 
@@ -95,7 +97,7 @@ pub struct Worker {
     read_scratch: Box<[u8]>,
     /// Connections waiting in `Phase::Attaching` for a store's answer, and
     /// the mailboxes of those that closed before it came (to detach).
-    attaching: HashMap<Ticket, usize>,
+    attaching: HashMap<Ticket, (usize, usize)>,
     abandoned: HashMap<Ticket, String>,
     date: DateCache,
     clock: Instant,

@@ -23,7 +23,7 @@ impl Worker {
         };
         match endpoint::handle(req, &ctx, &self.shared) {
             Ok(Outcome::Respond(response)) => self.respond(key, &ctx, response),
-            Ok(Outcome::Subscribe(plan)) => self.subscribe(key, plan),
+            Ok(Outcome::Subscribe(plan)) => self.subscribe(key, *plan),
             Err(error) => self.respond_error(key, error, ctx.http11, ctx.keep_alive, &ctx.cors),
         }
     }

@@ -1,46 +1,67 @@
 //! Carrying out a subscription plan: attach to the store (now, or when a
 //! remote store answers), then hold a long-poll, open a stream, or upgrade
-//! to WebSocket, with each transport's framing from `transport`.
+//! to WebSocket, with each transport's framing from `transport`. A plan may
+//! follow several mailboxes; each is attached on its own.
+
+use std::sync::Arc;
 
 use log::debug;
 
 use super::Worker;
-use crate::conn::{Held, Phase};
-use crate::endpoint::Subscribe;
+use crate::conn::{Attaching, Held, Phase};
+use crate::endpoint::{Follow, Subscribe};
 use crate::metrics;
 use crate::out::Part;
-use crate::store::{Answer, Attach, Cursor, Message, StoreError, Ticket};
+use crate::store::{Answer, Attach, Message, StoreError, Ticket};
 use crate::transport::longpoll;
 use crate::transport::stream::{self, StreamState};
 use crate::transport::ws_session::{self, Step, WsState};
 use crate::transport::{ReplyTo, StreamKind, Transport};
-use std::sync::Arc;
 
 impl Worker {
-    pub(super) fn subscribe(&mut self, key: usize, plan: Box<Subscribe>) {
-        let answer = self.shared.store.attach(
-            &plan.mailbox,
-            plan.since.as_ref(),
-            self.id,
-            plan.register(),
-            self.now(),
-        );
-        match answer {
-            Answer::Ready(result) => self.carry_out(key, *plan, result),
-            Answer::Pending(ticket) => {
-                self.attaching.insert(ticket, key);
-                let conn = &mut self.conns[key];
-                conn.set_phase(Phase::Attaching(ticket, plan), &self.shared.metrics);
-                // A store that does not answer within a poll's time is down.
-                let limit = self.after(self.shared.config.mailbox.poll_timeout);
-                self.set_deadline(key, limit);
+    pub(super) fn subscribe(&mut self, key: usize, plan: Subscribe) {
+        let register = plan.register();
+        let now = self.now();
+        let mut results = Vec::with_capacity(plan.follows.len());
+        let mut tickets = Vec::new();
+        for (i, follow) in plan.follows.iter().enumerate() {
+            let answer = self.shared.store.attach(
+                &follow.mailbox,
+                follow.since.as_ref(),
+                self.id,
+                register,
+                now,
+            );
+            match answer {
+                Answer::Ready(result) => results.push(Some(result)),
+                Answer::Pending(ticket) => {
+                    results.push(None);
+                    tickets.push((ticket, i));
+                }
             }
         }
+        if tickets.is_empty() {
+            let results = results.into_iter().flatten().collect();
+            return self.carry_out(key, plan, results);
+        }
+        for &(ticket, i) in &tickets {
+            self.attaching.insert(ticket, (key, i));
+        }
+        let attaching = Attaching {
+            plan,
+            results,
+            tickets,
+        };
+        let conn = &mut self.conns[key];
+        conn.set_phase(Phase::Attaching(Box::new(attaching)), &self.shared.metrics);
+        // A store that does not answer within a poll's time is down.
+        let limit = self.after(self.shared.config.mailbox.poll_timeout);
+        self.set_deadline(key, limit);
     }
 
     /// A store's late answer (`ToWorker::Attached`).
     pub(super) fn attached(&mut self, ticket: Ticket, result: Result<Attach, StoreError>) {
-        let Some(key) = self.attaching.remove(&ticket) else {
+        let Some((key, index)) = self.attaching.remove(&ticket) else {
             // Its connection went away meanwhile: give back the registration.
             if let Some(name) = self.abandoned.remove(&ticket)
                 && result.as_ref().is_ok_and(|a| a.registered)
@@ -49,31 +70,65 @@ impl Worker {
             }
             return;
         };
-        let Phase::Attaching(_, plan) =
-            self.conns[key].set_phase(Phase::Head, &self.shared.metrics)
-        else {
+        let conn = &mut self.conns[key];
+        let Phase::Attaching(attaching) = conn.phase_mut() else {
             unreachable!("only attaching connections are in the map")
         };
-        self.carry_out(key, *plan, result);
+        attaching.results[index] = Some(result);
+        attaching.tickets.retain(|&(t, _)| t != ticket);
+        if !attaching.tickets.is_empty() {
+            return;
+        }
+        let Phase::Attaching(attaching) = conn.set_phase(Phase::Head, &self.shared.metrics) else {
+            unreachable!("matched above")
+        };
+        let Attaching { plan, results, .. } = *attaching;
+        let results = results.into_iter().flatten().collect();
+        self.carry_out(key, plan, results);
     }
 
-    fn carry_out(&mut self, key: usize, plan: Subscribe, result: Result<Attach, StoreError>) {
-        let attach = match result {
-            Ok(attach) => attach,
-            Err(e) => {
-                let reply = &plan.reply;
-                let cors = reply.cors.clone();
-                return self.respond_error(key, e.into(), reply.http11, reply.keep_alive, &cors);
-            }
-        };
-        let expires_at = plan.token_expires_at.map(|t| self.unix_to_worker_ms(t));
-        match plan.transport {
-            Transport::WebSocket => self.start_websocket(key, plan, attach, expires_at),
-            Transport::Stream(kind) => self.start_stream(key, kind, plan, attach, expires_at),
-            Transport::LongPoll | Transport::Jsonp => {
-                self.start_poll(key, plan, attach, expires_at)
+    fn carry_out(&mut self, key: usize, plan: Subscribe, results: Vec<Result<Attach, StoreError>>) {
+        let mut attaches = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for (follow, result) in plan.follows.iter().zip(results) {
+            match result {
+                Ok(attach) => {
+                    if failure.is_some() && attach.registered {
+                        self.detach_one(&follow.mailbox);
+                    }
+                    attaches.push(attach);
+                }
+                Err(e) => {
+                    if failure.is_none() {
+                        // Give back what the earlier mailboxes registered.
+                        for (f, a) in plan.follows.iter().zip(&attaches) {
+                            if a.registered {
+                                self.detach_one(&f.mailbox);
+                            }
+                        }
+                    }
+                    failure = failure.or(Some(e));
+                }
             }
         }
+        if let Some(e) = failure {
+            let reply = &plan.reply;
+            let cors = reply.cors.clone();
+            return self.respond_error(key, e.into(), reply.http11, reply.keep_alive, &cors);
+        }
+        let expires_at = plan.token_expires_at.map(|t| self.unix_to_worker_ms(t));
+        match plan.transport {
+            Transport::WebSocket => self.start_websocket(key, plan, attaches, expires_at),
+            Transport::Stream(kind) => self.start_stream(key, kind, plan, attaches, expires_at),
+            Transport::LongPoll | Transport::Jsonp => {
+                self.start_poll(key, plan, attaches, expires_at)
+            }
+        }
+    }
+
+    /// Gives back one registration the store counted for us.
+    pub(super) fn detach_one(&self, mailbox: &str) {
+        self.shared.store.detach(mailbox, self.id, 1, self.now());
     }
 
     /// When a stream ends by itself: `mailbox.stream-max-duration` or the
@@ -98,9 +153,17 @@ impl Worker {
 
     // ----- long-poll and JSONP ----------------------------------------------
 
-    fn start_poll(&mut self, key: usize, plan: Subscribe, attach: Attach, expires_at: Option<u64>) {
-        if attach.registered {
-            self.subscribe_local(key, &plan.mailbox, attach.position);
+    fn start_poll(
+        &mut self,
+        key: usize,
+        plan: Subscribe,
+        attaches: Vec<Attach>,
+        expires_at: Option<u64>,
+    ) {
+        if attaches.iter().all(|a| a.registered) {
+            for (follow, attach) in plan.follows.iter().zip(&attaches) {
+                self.subscribe_local(key, &follow.mailbox, attach.position);
+            }
             let held = Held {
                 reply: plan.reply,
                 ready: None,
@@ -111,10 +174,29 @@ impl Worker {
             self.set_deadline(key, expires_at.map_or(timeout, |e| e.min(timeout)));
             return;
         }
+        // Something to answer at once: the mailboxes that were quiet wait
+        // no longer.
+        let mut messages: Vec<Arc<Message>> = Vec::new();
+        let mut missed: Vec<Arc<str>> = Vec::new();
+        let mut cursor = Vec::with_capacity(32 * attaches.len());
+        for (i, (follow, attach)) in plan.follows.iter().zip(attaches).enumerate() {
+            if attach.registered {
+                self.detach_one(&follow.mailbox);
+            }
+            if attach.missed {
+                missed.push(follow.mailbox.as_str().into());
+            }
+            if i > 0 {
+                cursor.push(b',');
+            }
+            attach.position.write(&mut cursor);
+            messages.extend(attach.backlog);
+        }
         let answer = longpoll::Answer {
-            messages: &attach.backlog,
-            missed: attach.missed,
-            cursor: attach.position,
+            messages: &messages,
+            missed: &missed,
+            cursor: &cursor,
+            named: plan.is_multiplexed(),
             head_only: plan.head_only,
         };
         self.answer_poll(key, &plan.reply, &answer);
@@ -149,28 +231,35 @@ impl Worker {
         let Phase::Held(held) = conn.set_phase(Phase::Head, &self.shared.metrics) else {
             return;
         };
-        let cursor = conn.sub.as_ref().expect("held polls are subscribed").cursor;
         self.ready_polls.retain(|&k| k != key);
-        self.unsubscribe(key);
-        self.answer_held(key, &held.reply, &[], false, cursor);
+        self.answer_held(key, &held.reply, &[], &[]);
         self.resume_pipelined(key);
     }
 
+    /// Answers a held poll with what arrived (the subscriptions' cursors
+    /// already moved past it), and lets go of its mailboxes.
     pub(super) fn answer_held(
         &mut self,
         key: usize,
         reply: &ReplyTo,
         messages: &[Arc<Message>],
-        missed: bool,
-        cursor: Cursor,
+        missed: &[Arc<str>],
     ) {
+        let subs = &self.conns[key].subs;
+        let named = subs.is_multiplexed();
+        let mut cursor = std::mem::take(&mut self.scratch.cursor);
+        cursor.clear();
+        subs.write_cursor(&mut cursor);
+        self.unsubscribe(key);
         let answer = longpoll::Answer {
             messages,
             missed,
-            cursor,
+            cursor: &cursor,
+            named,
             head_only: false,
         };
         self.answer_poll(key, reply, &answer);
+        self.scratch.cursor = cursor;
     }
 
     // ----- streams: SSE, NDJSON, iframe --------------------------------------
@@ -180,7 +269,7 @@ impl Worker {
         key: usize,
         kind: StreamKind,
         plan: Subscribe,
-        attach: Attach,
+        attaches: Vec<Attach>,
         expires_at: Option<u64>,
     ) {
         let reply = plan.reply;
@@ -196,8 +285,12 @@ impl Worker {
         opening.clear();
         let retry_ms = self.shared.config.mailbox.sse_retry.as_millis();
         stream::write_preamble(kind, retry_ms, opening);
-        if attach.missed {
-            stream::write_missed(kind, reply.callback.as_deref(), opening);
+        let named = plan.follows.len() > 1;
+        for (follow, attach) in plan.follows.iter().zip(&attaches) {
+            if attach.missed {
+                let mailbox = named.then_some(follow.mailbox.as_str());
+                stream::write_missed(kind, reply.callback.as_deref(), mailbox, opening);
+            }
         }
         if !opening.is_empty() {
             stream::chunk_into(head, opening, reply.http11);
@@ -209,12 +302,19 @@ impl Worker {
             sent: 0,
             ends_at,
         };
-        self.open(key, Phase::Stream(state), &plan.mailbox, attach, ends_at);
+        self.open(key, Phase::Stream(state), &plan.follows, attaches, ends_at);
     }
 
-    /// Sends the opening in `scratch.head`, joins the subscriber list and
-    /// delivers the backlog: the last steps of a stream or WebSocket.
-    fn open(&mut self, key: usize, phase: Phase, name: &str, attach: Attach, ends_at: Option<u64>) {
+    /// Sends the opening in `scratch.head`, joins the subscriber lists and
+    /// delivers the backlogs: the last steps of a stream or WebSocket.
+    fn open(
+        &mut self,
+        key: usize,
+        phase: Phase,
+        follows: &[Follow],
+        attaches: Vec<Attach>,
+        ends_at: Option<u64>,
+    ) {
         self.conns[key].set_phase(phase, &self.shared.metrics);
         let beat = self.first_beat(ends_at);
         self.set_deadline(key, beat);
@@ -222,14 +322,20 @@ impl Worker {
             .send(&[Part::Copy(&self.scratch.head)])
             .is_err()
         {
-            // Registered, but not yet on our list: detach it by hand.
-            self.shared.store.detach(name, self.id, 1, self.now());
+            // Registered, but not yet on our lists: detach by hand.
+            for follow in follows {
+                self.detach_one(&follow.mailbox);
+            }
             return self.kill(key);
         }
-        self.subscribe_local(key, name, attach.position);
-        for message in &attach.backlog {
-            if !self.send_to_stream(key, message) {
-                return;
+        for (follow, attach) in follows.iter().zip(&attaches) {
+            self.subscribe_local(key, &follow.mailbox, attach.position);
+        }
+        for attach in &attaches {
+            for message in &attach.backlog {
+                if !self.send_to_stream(key, message) {
+                    return;
+                }
             }
         }
     }
@@ -257,23 +363,25 @@ impl Worker {
         &mut self,
         key: usize,
         plan: Subscribe,
-        attach: Attach,
+        attaches: Vec<Attach>,
         expires_at: Option<u64>,
     ) {
         let client_key = plan
             .websocket_key
             .as_deref()
             .expect("the endpoint checked the upgrade");
-        self.scratch.head.clear();
-        ws_session::write_handshake(
-            client_key,
-            attach.missed,
-            self.date.get(),
-            &mut self.scratch.head,
-        );
+        let head = &mut self.scratch.head;
+        head.clear();
+        ws_session::write_handshake(client_key, self.date.get(), head);
+        let named = plan.follows.len() > 1;
+        for (follow, attach) in plan.follows.iter().zip(&attaches) {
+            if attach.missed {
+                ws_session::write_missed(named.then_some(follow.mailbox.as_str()), head);
+            }
+        }
         let ends_at = self.stream_end(expires_at);
         let phase = Phase::WebSocket(Box::new(WsState::new(ends_at)));
-        self.open(key, phase, &plan.mailbox, attach, ends_at);
+        self.open(key, phase, &plan.follows, attaches, ends_at);
     }
 
     pub(super) fn websocket_input(&mut self, key: usize, buf: &mut [u8]) -> usize {

@@ -172,7 +172,7 @@ impl Worker {
                     &crate::http::Cors::None,
                 );
             }
-            Phase::Attaching(..) => {
+            Phase::Attaching(_) => {
                 // The store did not answer in time: the client retries.
                 let error = HttpError::new(Status::ServiceUnavailable, "the store did not answer");
                 return self.respond_error(

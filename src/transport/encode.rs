@@ -22,10 +22,28 @@ pub enum Encoding {
     /// The long-poll body delivering just this message:
     /// `{"messages":[<json>],"cursor":"<id>"}`
     PollBody = 3,
+    /// On a connection that follows several mailboxes, the JSON object
+    /// names its mailbox: `{"mailbox":"…","id":"…","data":"…"}`.
+    NamedJson = 4,
+    /// A WebSocket text frame holding the named JSON object.
+    NamedWsFrame = 5,
+    /// The SSE event of a multiplexed stream without its `id:` line, which
+    /// is the subscriber's own composite cursor: `data: <named json>\n\n`.
+    NamedSseData = 6,
 }
 
 impl Encoding {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 7;
+
+    /// The encoding a subscriber of several mailboxes gets instead.
+    pub fn named(self) -> Encoding {
+        match self {
+            Encoding::Json | Encoding::PollBody => Encoding::NamedJson,
+            Encoding::WsFrame => Encoding::NamedWsFrame,
+            Encoding::Sse => Encoding::NamedSseData,
+            named => named,
+        }
+    }
 }
 
 const _: () = assert!(
@@ -48,6 +66,27 @@ fn encode(kind: Encoding, message: &Message) -> Vec<u8> {
         Encoding::Sse => sse_event(message),
         Encoding::WsFrame => {
             crate::transport::websocket::encode_text_frame(encoded(message, Encoding::Json))
+        }
+        Encoding::NamedJson => {
+            let mut out = Vec::with_capacity(message.payload.len() + message.mailbox.len() + 60);
+            out.extend_from_slice(b"{\"mailbox\":");
+            write_json_string(&mut out, &message.mailbox);
+            out.push(b',');
+            let start = out.len();
+            write_message_json(&mut out, message);
+            out.remove(start); // the object's own `{`
+            out
+        }
+        Encoding::NamedWsFrame => {
+            crate::transport::websocket::encode_text_frame(encoded(message, Encoding::NamedJson))
+        }
+        Encoding::NamedSseData => {
+            let json = encoded(message, Encoding::NamedJson);
+            let mut out = Vec::with_capacity(json.len() + 8);
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(json);
+            out.extend_from_slice(b"\n\n");
+            out
         }
         Encoding::PollBody => {
             let json = encoded(message, Encoding::Json);
@@ -214,5 +253,23 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(encoded(&m, Encoding::PollBody)).unwrap();
         assert_eq!(v["messages"][0]["data"], "{\"text\":\"hi\"}");
         assert_eq!(v["cursor"], &*m.id);
+    }
+
+    #[test]
+    fn named_encodings_carry_the_mailbox() {
+        let m = message(b"hi\nthere");
+        let v: serde_json::Value =
+            serde_json::from_slice(encoded(&m, Encoding::NamedJson)).unwrap();
+        assert_eq!(v["mailbox"], "box");
+        assert_eq!(v["id"], &*m.id);
+        assert_eq!(v["data"], "hi\nthere");
+        let sse = std::str::from_utf8(encoded(&m, Encoding::NamedSseData)).unwrap();
+        assert!(sse.starts_with("data: {") && sse.ends_with("}\n\n"));
+        assert_eq!(
+            sse.matches('\n').count(),
+            2,
+            "JSON escapes the payload's newline"
+        );
+        assert_eq!(Encoding::Sse.named(), Encoding::NamedSseData);
     }
 }

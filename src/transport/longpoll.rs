@@ -12,7 +12,7 @@ use super::ReplyTo;
 use super::encode::{Encoding, encoded};
 use crate::http::{self, Status};
 use crate::out::Part;
-use crate::store::{Cursor, Message};
+use crate::store::Message;
 
 /// Buffers a worker reuses for every answer it builds.
 #[derive(Default)]
@@ -24,8 +24,14 @@ pub struct Scratch {
 /// What one answer says.
 pub struct Answer<'m> {
     pub messages: &'m [Arc<Message>],
-    pub missed: bool,
-    pub cursor: Cursor,
+    /// The mailboxes whose cursor fell out of history: `"missed":true` for
+    /// one mailbox, `"missed":["room:42"]` on a multiplexed poll.
+    pub missed: &'m [Arc<str>],
+    /// Where the client stands after this answer (a composite cursor when
+    /// `named`).
+    pub cursor: &'m [u8],
+    /// The poll follows several mailboxes: messages name theirs.
+    pub named: bool,
     /// HEAD: the head alone.
     pub head_only: bool,
 }
@@ -39,15 +45,32 @@ pub fn build<'a>(
     scratch: &'a mut Scratch,
 ) -> Vec<Part<'a>> {
     let messages = answer.messages;
-    let single = matches!(messages, [_] if !answer.missed);
-    scratch.tail.clear();
-    scratch.tail.extend_from_slice(b"],\"cursor\":\"");
-    answer.cursor.write(&mut scratch.tail);
-    scratch.tail.push(b'"');
-    if answer.missed {
-        scratch.tail.extend_from_slice(b",\"missed\":true");
+    let single = matches!(messages, [_] if answer.missed.is_empty() && !answer.named);
+    let tail = &mut scratch.tail;
+    tail.clear();
+    tail.extend_from_slice(b"],\"cursor\":\"");
+    tail.extend_from_slice(answer.cursor);
+    tail.push(b'"');
+    match (answer.missed, answer.named) {
+        ([], _) => {}
+        (_, false) => tail.extend_from_slice(b",\"missed\":true"),
+        (names, true) => {
+            tail.extend_from_slice(b",\"missed\":[");
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    tail.push(b',');
+                }
+                super::encode::write_json_string(tail, name);
+            }
+            tail.push(b']');
+        }
     }
-    scratch.tail.push(b'}');
+    tail.push(b'}');
+    let json = if answer.named {
+        Encoding::NamedJson
+    } else {
+        Encoding::Json
+    };
     let mut body: Vec<Part<'a>> =
         Vec::with_capacity(if single { 4 } else { messages.len() * 2 + 5 });
     let callback = reply.callback.as_deref();
@@ -64,7 +87,7 @@ pub fn build<'a>(
             if i > 0 {
                 body.push(Part::Static(b","));
             }
-            body.push(Part::Shared(encoded(m, Encoding::Json)));
+            body.push(Part::Shared(encoded(m, json)));
         }
         body.push(Part::Copy(&scratch.tail));
     }
@@ -146,13 +169,16 @@ mod tests {
                 .unwrap();
         }
         let a = s.attach("box", None, 0, Register::Never, now).unwrap();
+        let cursor = a.position.to_text();
+        let boxes: [Arc<str>; 1] = ["box".into()];
         for (missed, callback) in [(false, None), (true, None), (false, Some("cb"))] {
             let r = reply(callback);
             let mut scratch = Scratch::default();
             let answer = Answer {
                 messages: &a.backlog,
-                missed,
-                cursor: a.position,
+                missed: if missed { &boxes } else { &[] },
+                cursor: cursor.as_bytes(),
+                named: false,
                 head_only: false,
             };
             let parts = build(&r, &answer, b"now", &[], &mut scratch);
@@ -176,8 +202,9 @@ mod tests {
         let one = [m.clone()];
         let answer = Answer {
             messages: &one,
-            missed: false,
-            cursor: m.cursor,
+            missed: &[],
+            cursor: m.id.as_bytes(),
+            named: false,
             head_only: false,
         };
         let parts = build(&r, &answer, b"now", &[], &mut scratch);
@@ -188,12 +215,33 @@ mod tests {
         assert_eq!(v["messages"][0]["data"], "only");
         let answer = Answer {
             messages: &[],
-            missed: false,
-            cursor: m.cursor,
+            missed: &[],
+            cursor: m.id.as_bytes(),
+            named: false,
             head_only: false,
         };
         let (_, v) = render(&build(&r, &answer, b"now", &[], &mut scratch));
         assert_eq!(v["messages"], serde_json::json!([]));
         assert_eq!(v["cursor"], m.cursor.to_text());
+    }
+
+    #[test]
+    fn a_multiplexed_answer_names_mailboxes_and_lists_what_was_missed() {
+        let m = crate::store::testing::message(b"x");
+        let r = reply(None);
+        let mut scratch = Scratch::default();
+        let one = [m.clone()];
+        let missed: [Arc<str>; 1] = ["room:42".into()];
+        let answer = Answer {
+            messages: &one,
+            missed: &missed,
+            cursor: b"c1,c2",
+            named: true,
+            head_only: false,
+        };
+        let (_, v) = render(&build(&r, &answer, b"now", &[], &mut scratch));
+        assert_eq!(v["messages"][0]["mailbox"], "box");
+        assert_eq!(v["cursor"], "c1,c2");
+        assert_eq!(v["missed"], serde_json::json!(["room:42"]));
     }
 }

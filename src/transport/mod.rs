@@ -27,9 +27,20 @@ pub struct ReplyTo {
     pub callback: Option<Box<str>>,
 }
 
-/// The one `missed` marker's JSON: every transport carries this object
-/// (framed its own way) when the cursor fell out of history.
-pub const MISSED_JSON: &[u8] = b"{\"missed\":true}";
+/// The one `missed` marker: every transport carries this JSON object
+/// (framed its own way) when a cursor fell out of history. On a connection
+/// that follows several mailboxes it names the mailbox:
+/// `{"mailbox":"room:42","missed":true}`.
+pub fn write_missed_json(mailbox: Option<&str>, out: &mut Vec<u8>) {
+    match mailbox {
+        None => out.extend_from_slice(b"{\"missed\":true}"),
+        Some(name) => {
+            out.extend_from_slice(b"{\"mailbox\":");
+            encode::write_json_string(out, name);
+            out.extend_from_slice(b",\"missed\":true}");
+        }
+    }
+}
 
 /// Callback names: a JavaScript identifier or dotted path, at most 64 bytes.
 pub const MAX_CALLBACK_LEN: usize = 64;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::encode::{Encoding, encoded};
-use super::{MISSED_JSON, ReplyTo, StreamKind};
+use super::{ReplyTo, StreamKind, write_missed_json};
 use crate::http::{self, Status};
 use crate::out::Part;
 use crate::store::Message;
@@ -71,23 +71,29 @@ pub fn write_preamble(kind: StreamKind, sse_retry_ms: u128, out: &mut Vec<u8>) {
     }
 }
 
-/// The `missed` marker (unchunked).
-pub fn write_missed(kind: StreamKind, callback: Option<&str>, out: &mut Vec<u8>) {
+/// The `missed` marker (unchunked); `mailbox` names it on a multiplexed
+/// stream.
+pub fn write_missed(
+    kind: StreamKind,
+    callback: Option<&str>,
+    mailbox: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     match kind {
         StreamKind::Sse => {
             out.extend_from_slice(b"event: missed\ndata: ");
-            out.extend_from_slice(MISSED_JSON);
+            write_missed_json(mailbox, out);
             out.extend_from_slice(b"\n\n");
         }
         StreamKind::Ndjson => {
-            out.extend_from_slice(MISSED_JSON);
+            write_missed_json(mailbox, out);
             out.push(b'\n');
         }
         StreamKind::Iframe => {
             out.extend_from_slice(b"<script>parent.");
             out.extend_from_slice(callback.unwrap_or("").as_bytes());
             out.push(b'(');
-            out.extend_from_slice(MISSED_JSON);
+            write_missed_json(mailbox, out);
             out.extend_from_slice(b");</script>\n");
         }
     }
@@ -116,9 +122,14 @@ pub fn chunk_into(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
 /// One message as three parts: the chunk header and per-stream prefix
 /// (written into `before`), the shared encoding, and the suffix with the
 /// chunk's end (into `after`). Nothing per subscriber copies the message.
+///
+/// On a multiplexed stream (`composite` is the subscriber's cursor over all
+/// its mailboxes, after this message) the message is the named JSON, and an
+/// SSE event's `id:` is the composite, so `Last-Event-ID` resumes them all.
 pub fn message_parts<'a>(
     stream: &StreamState,
     message: &'a Message,
+    composite: Option<&[u8]>,
     before: &'a mut Vec<u8>,
     after: &'a mut Vec<u8>,
 ) -> [Part<'a>; 3] {
@@ -132,14 +143,21 @@ pub fn message_parts<'a>(
             b");</script>\n",
         ),
     };
+    let (encoding, id_line): (Encoding, [&[u8]; 3]) = match composite {
+        None => (encoding, [b"", b"", b""]),
+        Some(cursor) if stream.kind == StreamKind::Sse => {
+            (encoding.named(), [b"id: ", cursor, b"\n"])
+        }
+        Some(_) => (encoding.named(), [b"", b"", b""]),
+    };
+    let prefix_len: usize = prefix.iter().chain(&id_line).map(|p| p.len()).sum();
     let body: &'a Arc<[u8]> = encoded(message, encoding);
-    let prefix_len: usize = prefix.iter().map(|p| p.len()).sum();
     before.clear();
     after.clear();
     if stream.reply.http11 {
         http::write_chunk_header(before, prefix_len + body.len() + suffix.len());
     }
-    for p in prefix {
+    for p in prefix.iter().chain(&id_line) {
         before.extend_from_slice(p);
     }
     after.extend_from_slice(suffix);
@@ -201,6 +219,7 @@ mod tests {
             let chunked = concat(&message_parts(
                 &stream(kind, true),
                 &m,
+                None,
                 &mut before,
                 &mut after,
             ));
@@ -212,6 +231,7 @@ mod tests {
             let raw = concat(&message_parts(
                 &stream(kind, false),
                 &m,
+                None,
                 &mut before,
                 &mut after,
             ));
@@ -220,13 +240,35 @@ mod tests {
     }
 
     #[test]
+    fn a_multiplexed_sse_event_carries_the_composite_cursor_as_its_id() {
+        let m = message();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let parts = message_parts(
+            &stream(StreamKind::Sse, false),
+            &m,
+            Some(b"c1,c2"),
+            &mut before,
+            &mut after,
+        );
+        let text = concat(&parts);
+        assert!(
+            text.starts_with("id: c1,c2\ndata: {\"mailbox\":\"box\","),
+            "{text}"
+        );
+        assert!(text.ends_with("}\n\n"));
+    }
+
+    #[test]
     fn missed_markers_and_heartbeats_are_each_kinds_own() {
         let mut out = Vec::new();
-        write_missed(StreamKind::Sse, None, &mut out);
+        write_missed(StreamKind::Sse, None, None, &mut out);
         assert_eq!(out, b"event: missed\ndata: {\"missed\":true}\n\n");
         out.clear();
-        write_missed(StreamKind::Iframe, Some("f.g"), &mut out);
+        write_missed(StreamKind::Iframe, Some("f.g"), None, &mut out);
         assert_eq!(out, b"<script>parent.f.g({\"missed\":true});</script>\n");
+        out.clear();
+        write_missed(StreamKind::Ndjson, None, Some("room:42"), &mut out);
+        assert_eq!(out, b"{\"mailbox\":\"room:42\",\"missed\":true}\n");
         assert_eq!(heartbeat(StreamKind::Sse), b":\n\n");
         let mut chunk = Vec::new();
         chunk_into(&mut chunk, heartbeat(StreamKind::Ndjson), true);

@@ -2,7 +2,6 @@
 //! checks and its 101, what the peer's frames ask of us, our pings, pongs
 //! and close frames. Frames are written into buffers; the worker sends them.
 
-use super::MISSED_JSON;
 use super::websocket::{self, CLOSE_GOING_AWAY, CLOSE_NORMAL, Inbound, InboundDecoder};
 use crate::http::{self, HttpError, Method, Request, Status};
 
@@ -76,9 +75,8 @@ pub fn check_upgrade(req: &Request<'_>, origin_allowed: bool) -> Result<(), Http
     }
 }
 
-/// The 101 that opens the session, and the `missed` frame if the cursor
-/// fell out of history.
-pub fn write_handshake(client_key: &[u8], missed: bool, date: &[u8], out: &mut Vec<u8>) {
+/// The 101 that opens the session.
+pub fn write_handshake(client_key: &[u8], date: &[u8], out: &mut Vec<u8>) {
     http::write_head(out, Status::SwitchingProtocols, true, date);
     out.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\n");
     http::write_header(
@@ -87,14 +85,15 @@ pub fn write_handshake(client_key: &[u8], missed: bool, date: &[u8], out: &mut V
         websocket::accept_key(client_key).as_bytes(),
     );
     out.extend_from_slice(b"\r\n");
-    if missed {
-        write_missed(out);
-    }
 }
 
-pub fn write_missed(out: &mut Vec<u8>) {
-    websocket::encode_frame_header(websocket::Opcode::Text, true, MISSED_JSON.len(), out);
-    out.extend_from_slice(MISSED_JSON);
+/// The `missed` marker as a text frame; `mailbox` names it on a multiplexed
+/// session.
+pub fn write_missed(mailbox: Option<&str>, out: &mut Vec<u8>) {
+    let mut json = Vec::with_capacity(64);
+    super::write_missed_json(mailbox, &mut json);
+    websocket::encode_frame_header(websocket::Opcode::Text, true, json.len(), out);
+    out.extend_from_slice(&json);
 }
 
 /// Our close when the session ends by itself (duration, bytes, token expiry,
@@ -197,7 +196,7 @@ mod tests {
     #[test]
     fn the_handshake_uses_the_rfc_example_key() {
         let mut out = Vec::new();
-        write_handshake(b"dGhlIHNhbXBsZSBub25jZQ==", false, b"now", &mut out);
+        write_handshake(b"dGhlIHNhbXBsZSBub25jZQ==", b"now", &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
