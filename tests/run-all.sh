@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Each entry is "command-or-file-that-proves-it-is-there:debian-package".
 # The runtimes of the backend examples (Ruby, PHP and their Redis/JWT
 # libraries), redis-cli and socat for the shell example, and Debian's
-# Chromium for the browser tests (downloading browsers does not work here).
+# Chromium for the browser tests (playwright-core drives the system browser).
 needs=(
     redis-cli:redis-tools
     socat:socat
