@@ -71,7 +71,7 @@ echo "== cargo test"
 cargo build --release --quiet
 cargo test --release -- --test-threads=4
 
-export COMETBOX_BIN="$PWD/target/release/cometbox"
+export COMETBOX_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cometbox"
 echo "== interop tests (third-party clients)"
 .venv/bin/python -m pytest -q tests/interop
 
