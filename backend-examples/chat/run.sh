@@ -39,7 +39,8 @@ mailbox.cors-origins := ( "http://127.0.0.1:$app_port", "http://localhost:$app_p
 CONF
 fi
 
-gateway= app= tailer=
+gateway='' app='' tailer=''
+# shellcheck disable=SC2317 # run by the EXIT trap
 stop() {
     trap - EXIT INT TERM
     # shellcheck disable=SC2086 # the unset ones are empty

@@ -60,6 +60,7 @@ check "the docs are in /usr/share/doc/cometbox" \
 check "system user and group cometbox exist" \
     test "$(id -gn cometbox):$(getent passwd cometbox | cut -d: -f7)" = "cometbox:/usr/sbin/nologin"
 check "systemd-analyze verify $unit" systemd-analyze verify "$unit"
+# shellcheck disable=SC2016 # $MAINPID is systemd's, literally
 for line in "User=cometbox" "RuntimeDirectory=cometbox" "StateDirectory=cometbox" \
     "ExecStartPre=/usr/bin/cometbox -t -c /etc/cometbox/gateway.conf" 'ExecReload=/bin/kill -HUP $MAINPID' \
     "NoNewPrivileges=yes" "ProtectSystem=strict" "ProtectHome=yes" "PrivateTmp=yes" "LimitNOFILE=65536"; do
@@ -69,10 +70,10 @@ done
 echo "== the gateway as user cometbox on /etc/cometbox/gateway.conf"
 # What systemd's RuntimeDirectory=cometbox / RuntimeDirectoryMode=0755 make.
 install -d -o cometbox -g cometbox -m 0755 /run/cometbox
-config=/etc/cometbox/gateway.conf port=8080
+config=/etc/cometbox/gateway.conf
 if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
     # Something else here holds the packaged port: the same config on a free one.
-    config=$work/gateway.conf port=0
+    config=$work/gateway.conf
     printf 'include "/etc/cometbox/gateway.conf"\nserver.port := 0\n' >"$config"
     chmod 644 "$config" && chmod 755 "$work"
     echo "# 127.0.0.1:8080 is in use here: running /etc/cometbox/gateway.conf with server.port := 0"
