@@ -12,6 +12,8 @@ import time
 
 import jwt
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse
@@ -20,13 +22,15 @@ from django.views.decorators.http import require_POST
 
 log = logging.getLogger(__name__)
 
-# Module level: one pool per process, reused by every request. Short
-# timeouts: a gateway that is down or stuck must cost a request milliseconds,
-# not the default of waiting forever.
+# Module level: one pool per process, reused by every request. A gateway
+# that is down or stuck must cost a request half a second at most: short
+# timeouts, and no retries (redis-py 6 and later retry 3 times with backoff
+# by default, which makes a stuck gateway cost a request 10 s).
 cometbox = redis.Redis(
     unix_socket_path=settings.COMETBOX_SOCKET,
     socket_connect_timeout=0.5,
     socket_timeout=0.5,
+    retry=Retry(NoBackoff(), 0),
 )
 
 with open(settings.COMETBOX_JWT_SECRET_FILE, "rb") as f:

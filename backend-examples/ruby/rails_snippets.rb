@@ -5,9 +5,11 @@
 # config/initializers/cometbox.rb
 # One connection per process; redis-rb is thread-safe (wrap it in a
 # ConnectionPool for Puma with many threads).
-# Short timeouts: a gateway that is down or stuck must cost milliseconds.
+# Short timeouts and no reconnect attempt: a gateway that is down or stuck
+# must cost half a second, not a multiple of it.
 COMETBOX = Redis.new(path: ENV.fetch("COMETBOX_SOCKET", "/run/cometbox/cometbox.sock"),
-                     connect_timeout: 0.5, read_timeout: 0.5, write_timeout: 0.5)
+                     connect_timeout: 0.5, read_timeout: 0.5, write_timeout: 0.5,
+                     reconnect_attempts: 0)
 COMETBOX_JWT_SECRET = File.binread(ENV.fetch("COMETBOX_JWT_SECRET_FILE", "/etc/cometbox/jwt-secret")).strip
 
 # app/jobs/notify_user_job.rb: publish after the transaction, off the request.
