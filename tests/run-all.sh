@@ -2,17 +2,24 @@
 # Installs what the tests need on a fresh Debian machine, then runs every test:
 # Debian packages (apt-get, when root), Python packages into .venv, npm
 # packages locally (tests/node); then `cargo test`, the interop suites that
-# drive the gateway with real third-party clients, and the browser tests.
+# drive the gateway with real third-party clients (and nginx), the browser and
+# client tests, and, when root, the Debian package's install-run-purge test
+# (which installs cargo-deb with cargo if it is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Each entry is "command-or-file-that-proves-it-is-there:debian-package".
 # The runtimes of the backend examples (Ruby, PHP and their Redis/JWT
-# libraries), redis-cli and socat for the shell example, and Debian's
-# Chromium for the browser tests (downloading browsers does not work here).
+# libraries), redis-cli and socat for the shell example, nginx-light for the
+# nginx snippet's test, systemd-analyze and curl for the Debian package's
+# test, and Debian's Chromium for the browser tests (playwright-core drives
+# the system browser).
 needs=(
     redis-cli:redis-tools
     socat:socat
+    nginx:nginx-light
+    systemd-analyze:systemd
+    curl:curl
     ruby:ruby
     /usr/share/rubygems-integration/all/gems/redis-*/lib/redis.rb:ruby-redis
     /usr/share/rubygems-integration/all/gems/jwt-*/lib/jwt.rb:ruby-jwt
@@ -64,11 +71,14 @@ echo "== cargo test"
 cargo build --release --quiet
 cargo test --release -- --test-threads=4
 
-export COMETBOX_BIN="$PWD/target/release/cometbox"
+export COMETBOX_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cometbox"
 echo "== interop tests (third-party clients)"
 .venv/bin/python -m pytest -q tests/interop
 
 if compgen -G "tests/e2e/*.test.mjs" >/dev/null; then
-    echo "== browser tests (headless Chromium)"
+    echo "== browser and client tests (headless Chromium, terser, tsc)"
     node --test --test-concurrency=1 tests/e2e/
 fi
+
+echo "== Debian package (cargo deb, dpkg -i, run, dpkg --purge)"
+bash tests/packaging/test_deb.sh

@@ -4,8 +4,8 @@
 //   COMETBOX_JWT_SECRET_FILE=/etc/cometbox/jwt-secret php mint_token.php MAILBOX...
 //
 // With Composer, firebase/php-jwt does this in one call (see README.md).
-// Packagist is not reachable where these examples are tested, so this file
-// signs with PHP's own hash_hmac: an HS256 JWT is exactly
+// This file needs no Composer: it signs with PHP's own hash_hmac, since an
+// HS256 JWT is exactly
 // base64url(header) . "." . base64url(claims) . "." . base64url(HMAC-SHA256).
 // TOKEN_TTL sets the lifetime in seconds (default 3600).
 

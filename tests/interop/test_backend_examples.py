@@ -50,16 +50,37 @@ def php_has_redis_extension():
         pytest.fail("PHP's redis extension is missing: apt-get install php-redis")
 
 
-@pytest.fixture
-def node_example(tmp_path):
-    """The node example folder after `npm install`: a copy whose
-    node_modules are the test suite's (same packages, no network)."""
-    if not (NODE_MODULES / "redis").exists():
-        pytest.fail(f"{NODE_MODULES} lacks node-redis: npm ci --prefix tests/node")
-    folder = tmp_path / "node-example"
-    shutil.copytree(EXAMPLES / "node", folder)
+def copy_node_example(source, folder):
+    """The node example's sources in `folder`, with the test suite's
+    node_modules (same packages, no network).
+
+    A reader who ran `npm install` in backend-examples/node, as its README
+    says, has a node_modules (and a lock file) there: those are not copied,
+    so the tests do not depend on the state of the examples folder."""
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("node_modules", "package-lock.json"))
     (folder / "node_modules").symlink_to(NODE_MODULES)
     return folder
+
+
+@pytest.fixture
+def node_example(tmp_path):
+    """The node example folder after `npm install`."""
+    if not (NODE_MODULES / "redis").exists():
+        pytest.fail(f"{NODE_MODULES} lacks node-redis: npm ci --prefix tests/node")
+    return copy_node_example(EXAMPLES / "node", tmp_path / "node-example")
+
+
+def test_node_fixture_ignores_an_npm_install_in_the_examples_folder(tmp_path):
+    # What `npm install` leaves in backend-examples/node: the fixture used to
+    # copy it and then fail on its own symlink (FileExistsError).
+    source = tmp_path / "examples-node"
+    shutil.copytree(EXAMPLES / "node", source, ignore=shutil.ignore_patterns("node_modules", "package-lock.json"))
+    (source / "node_modules" / "redis").mkdir(parents=True)
+    (source / "package-lock.json").write_text("{}")
+    folder = copy_node_example(source, tmp_path / "copy")
+    assert (folder / "node_modules").resolve() == NODE_MODULES.resolve()
+    assert not (folder / "package-lock.json").exists()
+    assert (folder / "publish.mjs").exists()
 
 
 def client_commands(name, node_folder=None):
