@@ -1,12 +1,14 @@
-//! `/cometbox.js` and `/cometbox.mjs`: the browser client, served from the
-//! binary with a long cache lifetime and an ETag.
+//! `/cometbox.js`, `/cometbox.mjs` and `/cometbox-<version>.js`: the
+//! browser client's minified builds, served from the binary with an ETag,
+//! gzipped for browsers that accept it.
 
 mod common;
 
 use common::*;
 use std::io::{BufReader, Write};
 
-const SOURCE: &str = include_str!("../client/cometbox.js");
+const SOURCE: &str = include_str!("../client/cometbox.min.js");
+const MODULE: &str = include_str!("../client/cometbox.min.mjs");
 
 #[test]
 fn classic_script_is_the_source_file_with_cache_headers() {
@@ -18,7 +20,8 @@ fn classic_script_is_the_source_file_with_cache_headers() {
         resp.header("content-type"),
         Some("text/javascript; charset=utf-8")
     );
-    assert_eq!(resp.header("cache-control"), Some("public, max-age=604800"));
+    // Short: after an upgrade, pages get the new client within minutes.
+    assert_eq!(resp.header("cache-control"), Some("public, max-age=300"));
     assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
     let etag = resp.header("etag").expect("an ETag");
     assert!(
@@ -34,9 +37,10 @@ fn module_form_appends_the_export_and_has_its_own_etag() {
     let module = gw.get("/cometbox.mjs");
     assert_eq!(module.status, 200);
     let text = module.text();
-    assert!(text.starts_with(SOURCE), "the module is the same source");
+    assert_eq!(text, MODULE, "the module build");
+    assert!(text.starts_with(SOURCE.trim_end()), "the module is the classic build plus exports");
     assert!(
-        text.ends_with("export default cometbox;\nexport const subscribe = cometbox.subscribe;\n")
+        text.trim_end().ends_with("export default cometbox;\nexport const subscribe = cometbox.subscribe;")
     );
     assert_ne!(module.header("etag"), classic.header("etag"));
 }
@@ -74,4 +78,32 @@ fn other_methods_and_paths_are_not_the_script() {
     assert_eq!(post.status, 404);
     assert_eq!(gw.get("/cometbox.jsx").status, 404);
     assert_eq!(gw.get("/client/cometbox.js").status, 404);
+}
+
+#[test]
+fn the_versioned_url_is_immutable_and_gzip_is_what_the_browser_downloads() {
+    let gw = Gateway::start("");
+    let path = format!("/cometbox-{}.js", env!("CARGO_PKG_VERSION"));
+    let versioned = gw.get(&path);
+    assert_eq!(versioned.status, 200);
+    assert_eq!(versioned.body, SOURCE.as_bytes());
+    assert_eq!(
+        versioned.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let gz = gw.get_with("/cometbox.js", "Accept-Encoding: gzip, deflate, br\r\n");
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, SOURCE.as_bytes());
+    // The README's figure is what a browser downloads.
+    let readme = include_str!("../README.md");
+    let size = gz.body.len();
+    assert!(
+        readme.contains(&format!("{},{:03} bytes", size / 1000, size % 1000)),
+        "README should state the served gzip size, {size} bytes"
+    );
+    assert_eq!(gw.get("/cometbox-0.0.0.js").status, 404);
 }

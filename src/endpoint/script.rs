@@ -1,10 +1,11 @@
-//! The browser client, embedded in the binary at build time from
-//! `client/` and served at three URLs: `/cometbox.js` (a classic script
-//! defining the global `cometbox`), `/cometbox.mjs` (the same source as an
-//! ES module), both short-cached and revalidated by ETag, and
-//! `/cometbox-<version>.js`, cached forever because its URL changes with
-//! every release. Each body is gzipped once, on first use, for browsers
-//! that accept it.
+//! The browser client, embedded in the binary at build time from the
+//! minified builds in `client/` (made from `client/cometbox.js` by
+//! `client/build.sh`; a test checks they are current) and served at three
+//! URLs: `/cometbox.js` (a classic script defining the global `cometbox`),
+//! `/cometbox.mjs` (the ES module form), both short-cached and revalidated
+//! by ETag, and `/cometbox-<version>.js`, cached for a year as immutable
+//! because its URL changes with every release. Each body is gzipped once,
+//! on first use, for browsers that accept it.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -12,17 +13,13 @@ use std::sync::OnceLock;
 use super::{Body, Outcome, Response};
 use crate::http::{self, HttpError, Method, Request, Status};
 
-const SOURCE: &str = include_str!("../../client/cometbox.js");
+const CLASSIC_SOURCE: &str = include_str!("../../client/cometbox.min.js");
+const MODULE_SOURCE: &str = include_str!("../../client/cometbox.min.mjs");
 
-/// The source declares `var cometbox` at top level, so appending an export
-/// is all the module form needs: one file to maintain, two ways to load it.
-const MODULE_SUFFIX: &str =
-    "export default cometbox;\nexport const subscribe = cometbox.subscribe;\n";
-
-/// How long browsers may use the unversioned URLs before revalidating: a
-/// week, as the URL carries no version and the ETag makes revalidation a
-/// cheap 304.
-const UNVERSIONED_CACHE: &str = "public, max-age=604800";
+/// How long browsers may use the unversioned URLs before revalidating: five
+/// minutes, so an upgrade reaches pages soon; revalidation is a cheap 304
+/// by ETag. Pages that want a long cache use the versioned URL.
+const UNVERSIONED_CACHE: &str = "public, max-age=300";
 
 /// The versioned URL never changes its content.
 const VERSIONED_CACHE: &str = "public, max-age=31536000, immutable";
@@ -64,15 +61,15 @@ pub fn find(path: &[u8]) -> Option<&'static ClientScript> {
     static CLASSIC: OnceLock<ClientScript> = OnceLock::new();
     static MODULE: OnceLock<ClientScript> = OnceLock::new();
     static VERSIONED: OnceLock<ClientScript> = OnceLock::new();
-    static MODULE_SOURCE: OnceLock<String> = OnceLock::new();
     let script = match path {
-        b"/cometbox.js" => CLASSIC.get_or_init(|| ClientScript::new(SOURCE, UNVERSIONED_CACHE)),
-        b"/cometbox.mjs" => MODULE.get_or_init(|| {
-            let source = MODULE_SOURCE.get_or_init(|| format!("{SOURCE}{MODULE_SUFFIX}"));
-            ClientScript::new(source, UNVERSIONED_CACHE)
-        }),
+        b"/cometbox.js" => {
+            CLASSIC.get_or_init(|| ClientScript::new(CLASSIC_SOURCE, UNVERSIONED_CACHE))
+        }
+        b"/cometbox.mjs" => {
+            MODULE.get_or_init(|| ClientScript::new(MODULE_SOURCE, UNVERSIONED_CACHE))
+        }
         p if p == versioned_path().as_bytes() => {
-            VERSIONED.get_or_init(|| ClientScript::new(SOURCE, VERSIONED_CACHE))
+            VERSIONED.get_or_init(|| ClientScript::new(CLASSIC_SOURCE, VERSIONED_CACHE))
         }
         _ => return None,
     };
@@ -143,7 +140,7 @@ mod tests {
         let Body::Static(plain_body) = plain.body else {
             panic!()
         };
-        assert_eq!(plain_body, SOURCE.as_bytes());
+        assert_eq!(plain_body, CLASSIC_SOURCE.as_bytes());
         let gz =
             response("GET /cometbox.js HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip, br\r\n\r\n");
         assert!(String::from_utf8_lossy(&gz.headers).contains("Content-Encoding: gzip\r\n"));
@@ -154,8 +151,8 @@ mod tests {
         flate2::read::GzDecoder::new(gz_body)
             .read_to_end(&mut unzipped)
             .unwrap();
-        assert_eq!(unzipped, SOURCE.as_bytes());
-        assert!(gz_body.len() < SOURCE.len() / 2);
+        assert_eq!(unzipped, CLASSIC_SOURCE.as_bytes());
+        assert!(gz_body.len() < CLASSIC_SOURCE.len() / 2);
     }
 
     #[test]
