@@ -202,23 +202,25 @@ impl Worker {
     }
 
     /// Sends this turn's announcements: one batch per worker with
-    /// subscribers; our own are delivered in place.
+    /// subscribers. The other workers' batches go first, so that they write
+    /// their share while this worker writes its own, in place: posting at
+    /// the end would serialise the two halves of a fan-out.
     pub(super) fn post_outbox(&mut self) {
         for worker in 0..self.outbox.len() {
-            if self.outbox[worker].is_empty() {
-                continue;
-            }
-            let mut batch = std::mem::take(&mut self.outbox[worker]);
-            if worker == self.id {
-                for message in &batch {
-                    self.deliver(message);
-                }
-                batch.clear();
-                self.outbox[worker] = batch; // keep the allocation
-            } else {
+            if worker != self.id && !self.outbox[worker].is_empty() {
+                let batch = std::mem::take(&mut self.outbox[worker]);
                 self.shared.peers[worker].post(ToWorker::Deliver(batch));
             }
         }
+        if self.outbox[self.id].is_empty() {
+            return;
+        }
+        let mut own = std::mem::take(&mut self.outbox[self.id]);
+        for message in &own {
+            self.deliver(message);
+        }
+        own.clear();
+        self.outbox[self.id] = own; // keep the allocation
     }
 
     /// Answers held polls that received messages this turn, in one pass so
