@@ -113,7 +113,9 @@ impl Subs {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
-        self.first.iter().chain(self.rest.iter().flat_map(|r| r.iter()))
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
     pub fn get_mut(&mut self, mailbox: &str) -> Option<&mut Subscription> {

@@ -38,9 +38,13 @@ fn module_form_appends_the_export_and_has_its_own_etag() {
     assert_eq!(module.status, 200);
     let text = module.text();
     assert_eq!(text, MODULE, "the module build");
-    assert!(text.starts_with(SOURCE.trim_end()), "the module is the classic build plus exports");
     assert!(
-        text.trim_end().ends_with("export default cometbox;\nexport const subscribe = cometbox.subscribe;")
+        text.starts_with(SOURCE.trim_end()),
+        "the module is the classic build plus exports"
+    );
+    assert!(
+        text.trim_end()
+            .ends_with("export default cometbox;\nexport const subscribe = cometbox.subscribe;")
     );
     assert_ne!(module.header("etag"), classic.header("etag"));
 }
@@ -95,8 +99,11 @@ fn the_versioned_url_is_immutable_and_gzip_is_what_the_browser_downloads() {
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
     let mut unzipped = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut unzipped)
-        .unwrap();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gz.body[..]),
+        &mut unzipped,
+    )
+    .unwrap();
     assert_eq!(unzipped, SOURCE.as_bytes());
     // The README's figure is what a browser downloads.
     let readme = include_str!("../README.md");

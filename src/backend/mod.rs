@@ -299,6 +299,7 @@ impl Hub for WorkerHub<'_> {
                 "# Mailboxes\r\n\
                  mailboxes:{}\r\n\
                  retained_bytes:{}\r\n\
+                 retained_memory:{}\r\n\
                  total_published:{}\r\n\
                                   rejected_publishes:{}\r\n\
                  rejected_too_large:{}\r\n\
@@ -317,6 +318,7 @@ impl Hub for WorkerHub<'_> {
                  \r\n",
                 store.mailbox_count(),
                 store.retained_bytes(),
+                store.memory_used(),
                 get(&stats.published),
                 get(&stats.rejected_publishes),
                 get(&stats.rejected_too_large),
