@@ -89,8 +89,9 @@ pub struct Subscription {
 #[derive(Default)]
 pub struct Subs {
     first: Option<Subscription>,
-    /// Boxed: a pointer in every connection, a vector only in multiplexed
-    /// ones.
+    /// Boxed on purpose: 8 bytes in every connection (the slab holds tens of
+    /// thousands), a vector only in the multiplexed ones.
+    #[allow(clippy::box_collection)]
     rest: Option<Box<Vec<Subscription>>>,
 }
 
