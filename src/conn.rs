@@ -119,14 +119,23 @@ impl Subs {
             .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
+    /// The subscription to `mailbox`. A connection on one mailbox's list
+    /// follows only that one, so the common case compares nothing.
     pub fn get_mut(&mut self, mailbox: &str) -> Option<&mut Subscription> {
+        if self.rest.is_none() {
+            return self.first.as_mut();
+        }
         self.first
             .iter_mut()
             .chain(self.rest.iter_mut().flat_map(|r| r.iter_mut()))
             .find(|s| &*s.mailbox == mailbox)
     }
 
+    /// See [`Subs::get_mut`].
     pub fn get(&self, mailbox: &str) -> Option<&Subscription> {
+        if self.rest.is_none() {
+            return self.first.as_ref();
+        }
         self.iter().find(|s| &*s.mailbox == mailbox)
     }
 
