@@ -699,7 +699,7 @@ fn max_connections_is_never_exceeded_by_workers_admitting_at_once() {
     const MAX: usize = 50;
     const THREADS: usize = 8;
     const EACH: usize = 25;
-    const ROUNDS: usize = 10;
+    const ROUNDS: usize = 20;
     let gw = start(&format!(
         "server.max-connections = {MAX}\nmailbox.poll-timeout = 60"
     ));
@@ -904,4 +904,69 @@ fn cookie_tokens_are_refused_from_foreign_pages() {
         200,
         "a ?token= is not ambient: any page may use one it was given"
     );
+}
+
+#[test]
+fn max_connections_holds_under_churn_at_the_cap() {
+    const MAX: usize = 50;
+    const HELD: usize = MAX - 2;
+    const THREADS: usize = 6;
+    const FOR: Duration = Duration::from_secs(4);
+    let gw = start(&format!(
+        "server.max-connections = {MAX}\nmailbox.poll-timeout = 60"
+    ));
+    let held: Vec<TcpStream> = (0..HELD)
+        .map(|_| {
+            let mut s = gw.connect();
+            s.write_all(b"GET /mailbox/held HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    gw.wait_subscribers("held", HELD as i64);
+    // Each thread connects and fetches the script: 200 means admitted (and
+    // stays so until we close), 503 refused. Two slots are left, so at most
+    // two threads may be admitted at once.
+    let admitted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = gw.addr;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (admitted, most) = (admitted.clone(), most.clone());
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering::SeqCst;
+                let started = Instant::now();
+                let mut served = 0;
+                while started.elapsed() < FOR {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let _ = s.write_all(b"GET /cometbox.js HTTP/1.1\r\nHost: t\r\n\r\n");
+                    let mut r = BufReader::new(s);
+                    match read_head(&mut r) {
+                        Ok((200, _)) => {
+                            let now = admitted.fetch_add(1, SeqCst) + 1;
+                            most.fetch_max(now, SeqCst);
+                            served += 1;
+                            std::thread::sleep(Duration::from_millis(2));
+                            admitted.fetch_sub(1, SeqCst);
+                        }
+                        Ok((503, _)) => {}
+                        Ok((status, _)) => panic!("status {status}"),
+                        Err(_) => {} // reset while refusing: not served
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    let served: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("{served} served under churn; at most {most} at once beside {HELD} held");
+    assert!(served > 0, "the free slots were used");
+    assert!(
+        most <= MAX - HELD,
+        "{most} served at once beside {HELD} held: {} open with max-connections = {MAX}",
+        HELD + most
+    );
+    drop(held);
 }

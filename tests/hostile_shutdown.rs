@@ -151,9 +151,14 @@ struct Stopped {
 }
 
 /// `streams` SSE subscribers on one mailbox, spread over the two workers;
-/// a backend pipelines publishes to it without pause, so some are in flight
-/// whenever the signal lands; SIGTERM after `after`.
-fn sigterm_while_publishing(streams: usize, after: Duration, limit: Duration) -> Stopped {
+/// a backend pipelines publishes to it in batches of 100, `pause` apart, so
+/// some are in flight whenever the signal lands; SIGTERM after `after`.
+fn sigterm_while_publishing(
+    streams: usize,
+    pause: Duration,
+    after: Duration,
+    limit: Duration,
+) -> Stopped {
     const BATCH: usize = 100;
     let mut gw = start(""); // two workers, as base_config sets
     let readers: Vec<_> = (0..streams)
@@ -179,6 +184,9 @@ fn sigterm_while_publishing(streams: usize, after: Duration, limit: Duration) ->
             }
             if w.write_all(&out).is_err() {
                 return;
+            }
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
             }
         }
     });
@@ -216,6 +224,7 @@ fn publish_count_at_shutdown_is_delivered_before_streams_end() {
     for round in 0..ROUNDS {
         let stopped = sigterm_while_publishing(
             STREAMS,
+            Duration::from_millis(1),
             Duration::from_millis(100 + 25 * round),
             // Generous: how long the exit takes under this load is
             // sigterm_under_publish_load_exits_within_shutdown_timeout's.
@@ -262,7 +271,8 @@ fn sigterm_under_publish_load_exits_within_shutdown_timeout() {
     /// The default shutdown-timeout (3 s) and slack for a loaded machine.
     const LIMIT: Duration = Duration::from_secs(6);
     for round in 0..5 {
-        let stopped = sigterm_while_publishing(30, Duration::from_millis(300), LIMIT);
+        let stopped =
+            sigterm_while_publishing(30, Duration::ZERO, Duration::from_millis(300), LIMIT);
         let exit = stopped
             .exit
             .unwrap_or_else(|| panic!("round {round}: still running {LIMIT:?} after SIGTERM"));
