@@ -119,8 +119,8 @@ fn flood(
 }
 
 /// One pipelining flood: RSS growth under [`FLOOD_BOUND`], another client
-/// served during it and after the flooder left.
-fn pipelining_flood_is_bounded(gw: &Gateway, tag: &str, request: &[u8], total: usize) {
+/// served during it and after the flooder left. Returns the bytes sent.
+fn pipelining_flood_is_bounded(gw: &Gateway, tag: &str, request: &[u8], total: usize) -> usize {
     round_trip(gw, tag); // warm up what every client uses
     let before = rss_bytes(gw.pid());
     let flooder = flood(gw, request, total);
@@ -150,6 +150,7 @@ fn pipelining_flood_is_bounded(gw: &Gateway, tag: &str, request: &[u8], total: u
     std::thread::sleep(Duration::from_millis(200));
     let left = round_trip(gw, tag);
     assert!(left < PROMPT, "{tag}: after the flooder left: {left:?}");
+    sent
 }
 
 #[test]
