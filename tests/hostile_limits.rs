@@ -247,7 +247,7 @@ fn websocket_ping_flood_never_read_does_not_grow_memory() {
     const TOTAL: usize = 120 << 20;
     let gw = start("");
     round_trip(&gw, "ping");
-    let (_r, mut w) = ws_open(&gw, "/mailbox/pinged?transport=websocket");
+    let (reader, mut w) = ws_open(&gw, "/mailbox/pinged?transport=websocket");
     let before = rss_bytes(gw.pid());
     w.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
     let chunk = ws_frame(0x9, b"").repeat(64 * 1024 / 6);
@@ -280,7 +280,7 @@ fn websocket_ping_flood_never_read_does_not_grow_memory() {
     );
     assert!(during < PROMPT, "another client waited {during:?}");
     drop(w);
-    drop(_r);
+    drop(reader);
     let after = round_trip(&gw, "ping");
     assert!(after < PROMPT, "after the flooder left: {after:?}");
 }
@@ -912,7 +912,8 @@ fn max_connections_holds_under_churn_at_the_cap() {
     const MAX: usize = 50;
     const HELD: usize = MAX - 2;
     const THREADS: usize = 6;
-    const FOR: Duration = Duration::from_secs(4);
+    /// The old check-then-increment overshot in 5 of 8 runs of 4 s.
+    const FOR: Duration = Duration::from_secs(8);
     let gw = start(&format!(
         "server.max-connections = {MAX}\nmailbox.poll-timeout = 60"
     ));
