@@ -426,3 +426,66 @@ pub fn read_reply<R: BufRead>(r: &mut R) -> std::io::Result<Reply> {
         _ => Reply::Other(String::from_utf8_lossy(&line).into_owned()),
     })
 }
+
+// ----- another build of the binary -------------------------------------------
+
+impl Gateway {
+    /// As [`Gateway::try_start`], but runs `bin`: another build of the
+    /// gateway, so a regression test can be shown to fail on the code from
+    /// before its fix.
+    pub fn try_start_bin(bin: &str, extra: &str) -> Result<Gateway, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("gateway.conf");
+        std::fs::write(&config, format!("{}{extra}\n", base_config(dir.path()))).unwrap();
+        Gateway::start_bin_with(bin, dir, config)
+    }
+
+    /// As [`Gateway::start_with`], but runs `bin`.
+    pub fn start_bin_with(
+        bin: &str,
+        dir: tempfile::TempDir,
+        config: PathBuf,
+    ) -> Result<Gateway, String> {
+        let log = unique(dir.path().join("gateway-bin.log"));
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn cometbox");
+        let mut gw = Gateway {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            socket: dir.path().join("gw.sock"),
+            config,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = gw.log();
+            if let Some(at) = text.find("listening for HTTP on ") {
+                let rest = &text[at + "listening for HTTP on ".len()..];
+                gw.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                if let Some(at) = text.find("backend socket at ") {
+                    let path = text[at + "backend socket at ".len()..].lines().next();
+                    gw.socket = PathBuf::from(path.unwrap().trim());
+                }
+                return Ok(gw);
+            }
+            if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
+                return Err(format!("exited with {status}:\n{text}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no 'listening' line within 20 s:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
