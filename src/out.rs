@@ -82,7 +82,8 @@ impl OutQueue {
     }
 
     /// Writes `parts` now if nothing is queued, and queues what the socket
-    /// did not take. An error means the peer is gone.
+    /// did not take (or everything, behind what is already queued). An error
+    /// means the peer is gone.
     pub fn send<W: Write>(&mut self, sock: &mut W, parts: &[Part<'_>]) -> io::Result<()> {
         if self.chunks.is_empty() {
             // Callers pass a handful of parts (head, prefix, shared body, suffix).
@@ -103,10 +104,14 @@ impl OutQueue {
             }
             Ok(())
         } else {
+            // Something is queued, so the last write met a full socket: the
+            // kernel will report writability (edge-triggered), and that
+            // flush takes these too. Trying now would cost a syscall per
+            // message for every slow reader and write nothing.
             for part in parts {
                 self.push(part, 0);
             }
-            self.flush(sock).map(|_| ())
+            Ok(())
         }
     }
 

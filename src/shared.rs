@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -27,13 +27,18 @@ pub enum ToWorker {
     Deliver(Vec<Arc<Message>>),
     /// A store's late answer to an attach (`Answer::Pending`).
     Attached(Ticket, Result<Attach, StoreError>),
-    /// Shutdown, first step: stop taking publishes, post what was
-    /// announced, then tell `ack`. After every worker has, nothing
-    /// acknowledged to a backend is still on its way.
-    StopPublishing { ack: Sender<usize> },
-    /// Shutdown, second step: answer polls, end streams, flush, exit.
+    /// Shutdown, second step (after [`Shared::stopping`]): answer polls,
+    /// end streams, flush, exit.
     Shutdown,
 }
+
+/// Announcements a worker's inbox may hold before the backends feeding it
+/// are no longer read: a worker that falls behind its publishers would
+/// otherwise queue without bound (each queued message also outlives its
+/// eviction), and shutdown waits for the backlog to be delivered. 4,096 is
+/// one turn's share (`reactor::INBOX_PER_TURN`): a worker is at most a turn
+/// behind.
+pub const INBOX_HIGH_WATER: usize = 4096;
 
 /// The handle other threads hold on a worker.
 pub struct Peer {
@@ -41,6 +46,8 @@ pub struct Peer {
     waker: Waker,
     /// A wake is already on its way: several posts cost one eventfd write.
     wake_pending: AtomicBool,
+    /// Messages in `Deliver` batches posted and not yet taken.
+    queued: AtomicUsize,
 }
 
 impl Peer {
@@ -49,10 +56,14 @@ impl Peer {
             tx,
             waker,
             wake_pending: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
         }
     }
 
     pub fn post(&self, message: ToWorker) {
+        if let ToWorker::Deliver(batch) = &message {
+            self.queued.fetch_add(batch.len(), Ordering::Relaxed);
+        }
         if self.tx.send(message).is_ok() && !self.wake_pending.swap(true, Ordering::AcqRel) {
             let _ = self.waker.wake();
         }
@@ -61,6 +72,24 @@ impl Peer {
     /// The worker is draining its inbox: the next post must wake it again.
     pub fn rearm(&self) {
         self.wake_pending.store(false, Ordering::Release);
+    }
+
+    /// Wakes the worker with nothing posted (it checks [`Shared::stopping`]).
+    pub fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// The worker took a `Deliver` batch of `n` messages off its inbox.
+    pub fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Announcements waiting in the inbox: past [`INBOX_HIGH_WATER`],
+    /// publishers wait.
+    pub fn is_backed_up(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > INBOX_HIGH_WATER
     }
 }
 
@@ -147,6 +176,16 @@ pub struct Shared {
     pub ip_limiter: IpLimiter,
     /// Argument memory of all backends' unfinished commands.
     pub backend_budget: Budget,
+    /// Shutdown, first step: set by the acceptor. Every worker, at its next
+    /// turn (not behind its inbox), stops reading backend commands, posts
+    /// what it announced, and sends its id on `stopped`. After every worker
+    /// has, no publish acknowledged to a backend has announcements still to
+    /// post, so the `Shutdown` that follows in each inbox comes after them.
+    pub stopping: AtomicBool,
+    pub stopped: Sender<usize>,
+    /// When the whole shutdown must be over, in ms after `started`: set
+    /// with `stopping`, so the two steps share one `server.shutdown-timeout`.
+    pub stop_deadline_ms: AtomicU64,
     pub started: Instant,
 }
 
@@ -165,6 +204,9 @@ impl Shared {
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
             backend_budget: Budget::new(usize::MAX),
+            stopping: AtomicBool::new(false),
+            stopped: crossbeam_channel::unbounded().0,
+            stop_deadline_ms: AtomicU64::new(u64::MAX),
             started: Instant::now(),
         })
     }

@@ -268,7 +268,6 @@ fn publish_count_at_shutdown_is_delivered_before_streams_end() {
 /// Shutdown wait behind its backlog (and its own sockets go unserved), so
 /// with `server.shutdown-timeout = 3` exits took 1 to 35 s.
 #[test]
-#[ignore = "src bug: Deliver backlog in a worker's inbox delays StopPublishing/Shutdown past server.shutdown-timeout"]
 fn sigterm_under_publish_load_exits_within_shutdown_timeout() {
     /// The default shutdown-timeout (3 s) and slack for a loaded machine.
     const LIMIT: Duration = Duration::from_secs(6);

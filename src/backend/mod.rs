@@ -113,9 +113,17 @@ impl BackendConn {
     }
 
     /// Runs every whole command in the input buffer.
-    pub fn execute_buffered(&mut self, hub: &mut WorkerHub<'_>) {
+    /// Runs the whole commands in the input buffer, until the hub's turn is
+    /// full ([`WorkerHub::turn_is_full`]). Returns true if commands wait
+    /// for the next turn.
+    pub fn execute_buffered(&mut self, hub: &mut WorkerHub<'_>) -> bool {
         let mut pos = 0;
+        let mut more = false;
         while !self.closing && pos < self.inbuf.len() {
+            if hub.turn_is_full() {
+                more = true;
+                break;
+            }
             let decoded = self.decoder.decode(&self.inbuf[pos..]);
             let decoded = match self.charge_budget() {
                 Ok(()) => decoded,
@@ -128,8 +136,20 @@ impl BackendConn {
                 }
                 Ok(Decoded::Command { args, consumed }) => {
                     pos += consumed;
-                    let words: Vec<&[u8]> = args.iter().collect();
-                    let after = commands::execute(&mut self.session, &words, hub, &mut self.out);
+                    // Most commands have a few arguments: point at them from
+                    // the stack, allocating nothing per command.
+                    let mut stack: [&[u8]; 8] = [&[]; 8];
+                    let heap: Vec<&[u8]>;
+                    let words: &[&[u8]] = if args.len() <= stack.len() {
+                        for (slot, arg) in stack.iter_mut().zip(args.iter()) {
+                            *slot = arg;
+                        }
+                        &stack[..args.len()]
+                    } else {
+                        heap = args.iter().collect();
+                        &heap
+                    };
+                    let after = commands::execute(&mut self.session, words, hub, &mut self.out);
                     if after == After::Close {
                         self.closing = true;
                     }
@@ -162,6 +182,7 @@ impl BackendConn {
         if self.inbuf.is_empty() && self.inbuf.capacity() > READ_CHUNK * 4 {
             self.inbuf = Vec::new(); // a burst passed: give the memory back
         }
+        more
     }
 
     /// Brings this connection's share of the gateway-wide budget up to what
@@ -229,9 +250,23 @@ pub struct WorkerHub<'a> {
     pub shared: &'a Shared,
     pub outbox: &'a mut [Vec<Arc<Message>>],
     pub now: Instant,
+    /// Subscribers this turn's publishes were announced to.
+    pub announced: u64,
 }
 
+/// Deliveries one worker turn's publishes may cause before the rest of a
+/// backend's commands wait for the next turn: fan-out costs one write per
+/// subscriber, and a turn that writes without end would keep the worker
+/// from its other sockets (and from noticing shutdown). About 50 ms of
+/// writes here.
+pub const TURN_DELIVERIES: u64 = 100_000;
+
 impl WorkerHub<'_> {
+    /// This turn's publishes have been announced to enough subscribers.
+    pub fn turn_is_full(&self) -> bool {
+        self.announced >= TURN_DELIVERIES
+    }
+
     fn max_message_size(&self) -> usize {
         self.shared.config.mailbox.max_message_size
     }
@@ -251,6 +286,7 @@ impl Hub for WorkerHub<'_> {
                     mask &= mask - 1;
                     self.outbox[worker].push(published.message.clone());
                 }
+                self.announced += published.receivers.max(1);
                 Ok(published.receivers)
             }
             Err(e @ StoreError::BadName) => Err(HubError::BadName(e.to_string())),

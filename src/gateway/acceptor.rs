@@ -44,6 +44,8 @@ pub struct Signals {
 
 pub struct Acceptor {
     pub shared: Arc<Shared>,
+    /// Workers' ids, as each has stopped publishing (`Shared::stopping`).
+    pub stopped_acks: crossbeam_channel::Receiver<usize>,
     pub next_backend_worker: usize,
     /// accept() on a backend listener failed with EMFILE/ENFILE: retry
     /// soon.
@@ -128,14 +130,21 @@ impl Acceptor {
     /// Shutdown's first step, on every worker, and wait until each has
     /// posted the announcements of the publishes it acknowledged.
     fn stop_publishing(&self) {
-        let (ack, acks) = crossbeam_channel::unbounded();
+        let shared = &self.shared;
+        let deadline = Instant::now() + shared.config.server.shutdown_timeout;
+        let deadline_ms = deadline.duration_since(shared.started).as_millis() as u64;
+        shared
+            .stop_deadline_ms
+            .store(deadline_ms, std::sync::atomic::Ordering::Release);
+        shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         for peer in &self.shared.peers {
-            peer.post(ToWorker::StopPublishing { ack: ack.clone() });
+            peer.wake();
         }
-        let deadline = Instant::now() + self.shared.config.server.shutdown_timeout;
         for _ in &self.shared.peers {
             let left = deadline.saturating_duration_since(Instant::now());
-            if acks.recv_timeout(left).is_err() {
+            if self.stopped_acks.recv_timeout(left).is_err() {
                 warn!("a worker did not stop publishing in time; shutting down anyway");
                 return;
             }

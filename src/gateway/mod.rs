@@ -162,6 +162,7 @@ impl Gateway {
             inboxes.push(rx);
         }
         let store = Store::local(StoreLimits::from_config(&config.mailbox), workers);
+        let (stopped, stopped_acks) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             config,
             auth,
@@ -170,6 +171,9 @@ impl Gateway {
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
             backend_budget: crate::shared::Budget::new(crate::backend::MAX_COMMANDS_TOTAL),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            stopped,
+            stop_deadline_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             started: Instant::now(),
         });
         let mut threads = Vec::with_capacity(workers);
@@ -194,6 +198,7 @@ impl Gateway {
         );
         let acceptor = Acceptor {
             shared,
+            stopped_acks,
             next_backend_worker: 0,
             accept_blocked: false,
             blocked_logged: false,

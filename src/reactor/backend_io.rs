@@ -72,6 +72,18 @@ impl Worker {
         backend.paused = paused;
     }
 
+    /// Reads throttled backends again once no worker is backed up.
+    pub(super) fn retry_throttled(&mut self) {
+        if self.throttled.is_empty() || self.shared.peers.iter().any(|p| p.is_backed_up()) {
+            return;
+        }
+        for key in std::mem::take(&mut self.throttled) {
+            if self.backends.get(key).is_some_and(|b| !b.dead) {
+                self.again.push(backend_token(key));
+            }
+        }
+    }
+
     pub(super) fn kill_backend(&mut self, key: usize) {
         let backend = &mut self.backends[key];
         if !backend.dead {
@@ -85,6 +97,14 @@ impl Worker {
         if backend.closing || backend.paused {
             return;
         }
+        if self.shared.peers.iter().any(|p| p.is_backed_up()) {
+            // A worker is behind on announcements: publish no more until it
+            // catches up (the backend's socket buffers push back on it).
+            if !self.throttled.contains(&key) {
+                self.throttled.push(key);
+            }
+            return;
+        }
         let (eof, more) = backend.read_some(READ_BUDGET);
         if more {
             self.again.push(backend_token(key));
@@ -94,9 +114,15 @@ impl Worker {
             shared: &self.shared,
             outbox: &mut self.outbox,
             now,
+            announced: self.announced,
         };
         let backend = &mut self.backends[key];
-        backend.execute_buffered(&mut hub);
+        let waiting = backend.execute_buffered(&mut hub);
+        self.announced = hub.announced;
+        if waiting {
+            // The turn's fan-out is full: the rest after this turn's writes.
+            self.again.push(backend_token(key));
+        }
         match backend.flush() {
             Ok(done) if done && (backend.closing || eof) => return self.kill_backend(key),
             // The client half-closed: finish writing, then close.

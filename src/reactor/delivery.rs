@@ -165,7 +165,6 @@ impl Worker {
                     message,
                     named.then_some(&composite[..]),
                     &mut self.scratch.head,
-                    &mut self.scratch.tail,
                 );
                 conn.send(&parts)
             }

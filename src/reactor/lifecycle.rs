@@ -12,7 +12,7 @@ impl Worker {
     /// Shutdown, first step: read no more commands from backends (replies
     /// already made are still written), so that every publish acknowledged
     /// from now on is one whose announcements were posted before the ack.
-    pub(super) fn stop_publishing(&mut self, ack: crossbeam_channel::Sender<usize>) {
+    pub(super) fn stop_publishing(&mut self) {
         self.publishing_stopped = true;
         for (key, backend) in self.backends.iter_mut() {
             backend.closing = true;
@@ -20,13 +20,29 @@ impl Worker {
                 self.dead_backends.push(key);
             }
         }
-        self.stop_ack = Some(ack);
+        self.stop_unacknowledged = true;
+    }
+
+    /// Shutdown's first step, as soon as the acceptor asks: stop reading
+    /// backends, post what this turn announced, and say so.
+    pub(super) fn notice_stopping(&mut self) {
+        if self.publishing_stopped
+            || !self
+                .shared
+                .stopping
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        self.stop_publishing();
+        self.post_outbox();
+        self.acknowledge_stop();
     }
 
     /// Called after this turn's announcements are posted.
     pub(super) fn acknowledge_stop(&mut self) {
-        if let Some(ack) = self.stop_ack.take() {
-            let _ = ack.send(self.id);
+        if std::mem::take(&mut self.stop_unacknowledged) {
+            let _ = self.shared.stopped.send(self.id);
         }
     }
 
@@ -36,7 +52,21 @@ impl Worker {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(self.after(self.shared.config.server.shutdown_timeout));
+        // One shutdown-timeout for both steps, from when the acceptor began
+        // (or from now, for a gateway stopped without the first step).
+        let own = self.after(self.shared.config.server.shutdown_timeout);
+        let shared = &self.shared;
+        let deadline = match shared
+            .stop_deadline_ms
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            u64::MAX => own,
+            ms => {
+                let at = shared.started + std::time::Duration::from_millis(ms);
+                at.saturating_duration_since(self.clock).as_millis() as u64
+            }
+        };
+        self.shutdown_deadline = Some(deadline.min(own));
         // Stop accepting; once every handle is closed, the kernel refuses
         // new clients instead of queueing them behind a gateway going away.
         if let Some(mut listener) = self.listener.take() {
@@ -130,6 +160,7 @@ impl Worker {
             if !self.backends.contains(key) {
                 continue;
             }
+            self.throttled.retain(|&k| k != key);
             let mut backend = self.backends.remove(key);
             let _ = self.poll.registry().deregister(&mut backend.sock);
             metrics::dec(&self.shared.metrics.backend_connections_open);

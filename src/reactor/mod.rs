@@ -28,7 +28,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use log::debug;
 use mio::{Events, Poll, Token};
 use slab::Slab;
@@ -52,6 +52,14 @@ const READ_BUDGET: usize = 256 * 1024;
 
 /// Scratch read size: a whole request head fits, as do many pipelined ones.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Announced messages delivered from the inbox per turn (whole batches: the
+/// last one may take it past), so that a backlog never keeps the worker
+/// from its sockets, or from noticing shutdown, for long.
+const INBOX_PER_TURN: usize = 4096;
+
+/// How soon throttled backends are looked at again.
+const THROTTLE_RETRY_MS: u64 = 2;
 
 fn http_token(key: usize) -> Token {
     Token(key << 1)
@@ -92,6 +100,8 @@ pub struct Worker {
     /// Sockets whose read budget ran out, or whose input waited on their
     /// output: read again next turn.
     again: Vec<Token>,
+    /// Backends not read because a worker's inbox is backed up.
+    throttled: Vec<usize>,
     scratch: Scratch,
     /// Where idle connections' reads land; zeroed once.
     read_scratch: Box<[u8]>,
@@ -105,10 +115,15 @@ pub struct Worker {
     next_tick: u64,
     /// Deliveries since the last tick, folded into the shared metrics.
     deliveries: u64,
-    /// Backends are no longer read (shutdown's first step); `Some` until
-    /// this turn's announcements are posted and the acceptor is told.
+    /// Subscribers this turn's publishes were announced to (bounds a turn:
+    /// `backend::TURN_DELIVERIES`).
+    announced: u64,
+    /// Backends are no longer read (shutdown's first step); the acceptor is
+    /// told once this turn's announcements are posted.
     publishing_stopped: bool,
-    stop_ack: Option<Sender<usize>>,
+    stop_unacknowledged: bool,
+    /// The inbox held more than one turn's share: take the rest next turn.
+    inbox_more: bool,
     /// Set on shutdown: the time by which everything is closed.
     shutdown_deadline: Option<u64>,
     /// This worker's handle on the listening socket; None once shutting down.
@@ -143,6 +158,7 @@ impl Worker {
             dead: Vec::new(),
             dead_backends: Vec::new(),
             again: Vec::new(),
+            throttled: Vec::new(),
             scratch: Scratch::default(),
             read_scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             attaching: HashMap::new(),
@@ -152,8 +168,10 @@ impl Worker {
             now_ms: 0,
             next_tick: TICK_MS,
             deliveries: 0,
+            announced: 0,
             publishing_stopped: false,
-            stop_ack: None,
+            stop_unacknowledged: false,
+            inbox_more: false,
             shutdown_deadline: None,
             listener: Some(listener),
             accept_blocked: false,
@@ -180,10 +198,13 @@ impl Worker {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.again.is_empty() {
-                Duration::from_millis(self.next_tick.saturating_sub(self.now_ms))
-            } else {
+            let timeout = if !self.again.is_empty() || self.inbox_more {
                 Duration::ZERO
+            } else if !self.throttled.is_empty() {
+                // Backends wait for another worker to catch up: look again soon.
+                Duration::from_millis(THROTTLE_RETRY_MS)
+            } else {
+                Duration::from_millis(self.next_tick.saturating_sub(self.now_ms))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
@@ -192,6 +213,10 @@ impl Worker {
                 return;
             }
             self.now_ms = self.clock.elapsed().as_millis() as u64;
+            self.notice_stopping();
+            if self.inbox_more {
+                self.drain_inbox();
+            }
             for event in events.iter() {
                 let token = event.token();
                 let readable = event.is_readable() || event.is_read_closed();
@@ -205,6 +230,7 @@ impl Worker {
                     self.backend_event(token.0 >> 1, readable, event.is_writable());
                 }
             }
+            self.retry_throttled();
             for token in std::mem::take(&mut self.again) {
                 if token.0 & 1 == 0 {
                     self.http_event(token.0 >> 1, true, false);
@@ -213,6 +239,7 @@ impl Worker {
                 }
             }
             self.post_outbox();
+            self.announced = 0;
             self.acknowledge_stop();
             self.answer_ready_polls();
             if self.now_ms >= self.next_tick {
@@ -232,18 +259,33 @@ impl Worker {
         }
     }
 
+    /// Delivers about [`INBOX_PER_TURN`] announced messages from the inbox;
+    /// the rest wait for the next turn.
     fn drain_inbox(&mut self) {
         self.shared.peers[self.id].rearm();
-        while let Ok(message) = self.inbox.try_recv() {
+        self.inbox_more = false;
+        let mut delivered = 0;
+        loop {
+            if delivered >= INBOX_PER_TURN {
+                self.inbox_more = true;
+                return;
+            }
+            // Deliveries of a long backlog take a while: shutdown's first
+            // step must not wait behind them.
+            self.notice_stopping();
+            let Ok(message) = self.inbox.try_recv() else {
+                return;
+            };
             match message {
                 ToWorker::Backend(sock) => self.adopt_backend(sock),
                 ToWorker::Deliver(batch) => {
+                    self.shared.peers[self.id].taken(batch.len());
+                    delivered += batch.len();
                     for message in &batch {
                         self.deliver(message);
                     }
                 }
                 ToWorker::Attached(ticket, result) => self.attached(ticket, result),
-                ToWorker::StopPublishing { ack } => self.stop_publishing(ack),
                 ToWorker::Shutdown => self.begin_shutdown(),
             }
         }

@@ -120,8 +120,8 @@ pub fn chunk_into(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
 }
 
 /// One message as three parts: the chunk header and per-stream prefix
-/// (written into `before`), the shared encoding, and the suffix with the
-/// chunk's end (into `after`). Nothing per subscriber copies the message.
+/// (written into `before`), the shared encoding, and the static suffix with
+/// the chunk's end. Nothing per subscriber copies the message.
 ///
 /// On a multiplexed stream (`composite` is the subscriber's cursor over all
 /// its mailboxes, after this message) the message is the named JSON, and an
@@ -131,18 +131,27 @@ pub fn message_parts<'a>(
     message: &'a Message,
     composite: Option<&[u8]>,
     before: &'a mut Vec<u8>,
-    after: &'a mut Vec<u8>,
 ) -> [Part<'a>; 3] {
     let callback = stream.reply.callback.as_deref().unwrap_or("");
-    let (encoding, prefix, suffix): (Encoding, [&[u8]; 3], &[u8]) = match stream.kind {
-        StreamKind::Sse => (Encoding::Sse, [b"", b"", b""], b""),
-        StreamKind::Ndjson => (Encoding::Json, [b"", b"", b""], b"\n"),
-        StreamKind::Iframe => (
-            Encoding::Json,
-            [b"<script>parent.", callback.as_bytes(), b"("],
-            b");</script>\n",
-        ),
-    };
+    let chunked = stream.reply.http11;
+    // The suffix with the chunk's end is the same for every message of a
+    // kind: static bytes, queued by reference if the reader is slow.
+    let (encoding, prefix, suffix): (Encoding, [&[u8]; 3], &'static [u8]) =
+        match (stream.kind, chunked) {
+            (StreamKind::Sse, true) => (Encoding::Sse, [b"", b"", b""], b"\r\n"),
+            (StreamKind::Sse, false) => (Encoding::Sse, [b"", b"", b""], b""),
+            (StreamKind::Ndjson, true) => (Encoding::Json, [b"", b"", b""], b"\n\r\n"),
+            (StreamKind::Ndjson, false) => (Encoding::Json, [b"", b"", b""], b"\n"),
+            (StreamKind::Iframe, c) => (
+                Encoding::Json,
+                [b"<script>parent.", callback.as_bytes(), b"("],
+                if c {
+                    b");</script>\n\r\n"
+                } else {
+                    b");</script>\n"
+                },
+            ),
+        };
     let (encoding, id_line): (Encoding, [&[u8]; 3]) = match composite {
         None => (encoding, [b"", b"", b""]),
         Some(cursor) if stream.kind == StreamKind::Sse => {
@@ -153,18 +162,14 @@ pub fn message_parts<'a>(
     let prefix_len: usize = prefix.iter().chain(&id_line).map(|p| p.len()).sum();
     let body: &'a Arc<[u8]> = encoded(message, encoding);
     before.clear();
-    after.clear();
-    if stream.reply.http11 {
-        http::write_chunk_header(before, prefix_len + body.len() + suffix.len());
+    if chunked {
+        // The chunk's CRLF is in `suffix`, not counted in its size.
+        http::write_chunk_header(before, prefix_len + body.len() + suffix.len() - 2);
     }
     for p in prefix.iter().chain(&id_line) {
         before.extend_from_slice(p);
     }
-    after.extend_from_slice(suffix);
-    if stream.reply.http11 {
-        after.extend_from_slice(b"\r\n");
-    }
-    [Part::Copy(before), Part::Shared(body), Part::Copy(after)]
+    [Part::Copy(before), Part::Shared(body), Part::Static(suffix)]
 }
 
 #[cfg(test)]
@@ -215,26 +220,14 @@ mod tests {
                 format!("<script>parent.cb({json});</script>\n"),
             ),
         ] {
-            let (mut before, mut after) = (Vec::new(), Vec::new());
-            let chunked = concat(&message_parts(
-                &stream(kind, true),
-                &m,
-                None,
-                &mut before,
-                &mut after,
-            ));
+            let mut before = Vec::new();
+            let chunked = concat(&message_parts(&stream(kind, true), &m, None, &mut before));
             assert_eq!(
                 chunked,
                 format!("{:x}\r\n{body}\r\n", body.len()),
                 "{kind:?}"
             );
-            let raw = concat(&message_parts(
-                &stream(kind, false),
-                &m,
-                None,
-                &mut before,
-                &mut after,
-            ));
+            let raw = concat(&message_parts(&stream(kind, false), &m, None, &mut before));
             assert_eq!(raw, body, "{kind:?} over HTTP/1.0");
         }
     }
@@ -242,13 +235,12 @@ mod tests {
     #[test]
     fn a_multiplexed_sse_event_carries_the_composite_cursor_as_its_id() {
         let m = message();
-        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let mut before = Vec::new();
         let parts = message_parts(
             &stream(StreamKind::Sse, false),
             &m,
             Some(b"c1,c2"),
             &mut before,
-            &mut after,
         );
         let text = concat(&parts);
         assert!(
