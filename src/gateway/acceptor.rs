@@ -66,6 +66,7 @@ impl Acceptor {
     ) {
         let mut events = Events::with_capacity(256);
         let mut last_sweep = Instant::now();
+        let mut trimmer = super::files::Trimmer::new();
         'serve: loop {
             let wait = if self.accept_blocked {
                 ACCEPT_RETRY
@@ -106,6 +107,7 @@ impl Acceptor {
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 self.shared.store.sweep(Instant::now());
+                trimmer.observe(self.shared.store.memory_used());
                 last_sweep = Instant::now();
             }
         }

@@ -169,3 +169,69 @@ pub fn raise_open_file_limit(max_connections: u64, workers: u64) {
         );
     }
 }
+
+/// After a spike, hands memory the gateway freed back to the kernel: glibc
+/// keeps freed heap memory in its arenas for reuse, so RSS stays at the
+/// spike's peak (docs/BENCHMARKS.md measured 642 MiB staying at 620 after
+/// every mailbox was deleted; `malloc_trim` brought it to 5). Trimming
+/// locks each arena while it walks it, so it runs only once the store's
+/// memory has fallen to half its peak and by at least [`TRIM_AFTER`].
+pub struct Trimmer {
+    peak: usize,
+}
+
+/// The least fall in the store's memory worth a trim.
+const TRIM_AFTER: usize = 64 * 1024 * 1024;
+
+impl Trimmer {
+    pub fn new() -> Trimmer {
+        Trimmer { peak: 0 }
+    }
+
+    /// Called after each store sweep with the store's memory in use.
+    pub fn observe(&mut self, used: usize) {
+        self.peak = self.peak.max(used);
+        if self.peak - used >= TRIM_AFTER && used <= self.peak / 2 {
+            let released = trim();
+            log::debug!(
+                "store memory fell from {} to {} bytes; returned freed memory to the system ({released})",
+                self.peak,
+                used
+            );
+            self.peak = used;
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() -> &'static str {
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks.
+    let released = unsafe { libc::malloc_trim(0) };
+    if released == 1 { "some" } else { "none" }
+}
+
+/// Other allocators (musl, the BSDs' and macOS's) return memory on their
+/// own or offer no such call.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> &'static str {
+    "nothing to do"
+}
+
+#[cfg(test)]
+mod trim_tests {
+    use super::*;
+
+    #[test]
+    fn trims_only_after_a_large_fall_from_the_peak() {
+        let mut t = Trimmer::new();
+        let mib = 1024 * 1024;
+        t.observe(100 * mib);
+        t.observe(60 * mib); // fell 40 MiB: not enough
+        assert_eq!(t.peak, 100 * mib);
+        t.observe(30 * mib); // fell 70 MiB, to under half: trim
+        assert_eq!(t.peak, 30 * mib, "the peak starts again from here");
+        t.observe(200 * mib);
+        t.observe(120 * mib); // fell 80 MiB but not to half
+        assert_eq!(t.peak, 200 * mib);
+    }
+}
