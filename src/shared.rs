@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use crossbeam_channel::Sender;
 use mio::Waker;
 
@@ -137,10 +138,19 @@ impl Budget {
 }
 
 /// What all threads share.
+///
+/// The config and the token keys can be replaced while the gateway runs
+/// (SIGHUP, `gateway::reload`): read them per request through
+/// [`Shared::config`] and [`Shared::auth`], and do not keep the guard
+/// across event-loop turns. A reader sees either the old or the new value,
+/// never a mix; `arc-swap` makes the read a thread-local bookkeeping step,
+/// with no shared cache line written.
 pub struct Shared {
-    pub config: Config,
+    pub config: ArcSwap<Config>,
     /// Token checks, when `auth.required` is on.
-    pub auth: Option<Auth>,
+    pub auth: ArcSwapOption<Auth>,
+    /// Set when shutdown begins: `/health` says so.
+    pub draining: AtomicBool,
     pub store: Store,
     pub peers: Vec<Peer>,
     pub metrics: Metrics,
@@ -151,6 +161,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The config in force now.
+    pub fn config(&self) -> Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The token checks in force now (`None`: tokens are off).
+    pub fn auth(&self) -> Guard<Option<Arc<Auth>>> {
+        self.auth.load()
+    }
+
     /// A gateway's shared state without threads, for unit tests of the
     /// code that reads it (endpoints).
     #[cfg(test)]
@@ -158,8 +178,9 @@ impl Shared {
         let auth = Auth::from_config(&config.auth).expect("test auth config");
         let store = Store::local(crate::store::StoreLimits::from_config(&config.mailbox), 1);
         Arc::new(Shared {
-            config,
-            auth,
+            config: ArcSwap::from_pointee(config),
+            auth: ArcSwapOption::from(auth.map(Arc::new)),
+            draining: AtomicBool::new(false),
             store,
             peers: Vec::new(),
             metrics: Metrics::default(),

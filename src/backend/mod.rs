@@ -227,13 +227,17 @@ fn too_large_text(name: &[u8], len: usize, limit: usize) -> String {
 /// into the store and are announced, per worker, through `outbox`.
 pub struct WorkerHub<'a> {
     pub shared: &'a Shared,
+    /// The config in force for this batch of commands.
+    pub config: Arc<crate::config::Config>,
     pub outbox: &'a mut [Vec<Arc<Message>>],
     pub now: Instant,
+    /// The worker's per-command counts (`metrics::COMMANDS` order).
+    pub commands: &'a mut [u64; metrics::COMMANDS.len()],
 }
 
 impl WorkerHub<'_> {
     fn max_message_size(&self) -> usize {
-        self.shared.config.mailbox.max_message_size
+        self.config.mailbox.max_message_size
     }
 
     fn protocol_error(&self) {
@@ -337,7 +341,11 @@ impl Hub for WorkerHub<'_> {
     }
 
     fn password(&self) -> Option<&str> {
-        self.shared.config.mailbox.backend_password.as_deref()
+        self.config.mailbox.backend_password.as_deref()
+    }
+
+    fn count_command(&mut self, name: &str) {
+        self.commands[metrics::command_slot(name)] += 1;
     }
 
     fn uptime_secs(&self) -> Option<u64> {

@@ -26,13 +26,13 @@ pub fn handle(
             ));
         }
     }
-    let names = mailbox_names(raw_name, shared.config.mailbox.max_per_connection)?;
+    let names = mailbox_names(raw_name, shared.config().mailbox.max_per_connection)?;
     let choice = transport::choose(req)?;
     let cursors = cursors(choice.since.as_deref(), names.len())?;
-    let cors_origins = &shared.config.mailbox.cors_origins;
+    let cors_origins = &shared.config().mailbox.cors_origins;
     let mut token_expires_at: Option<u64> = None;
     let mut from_cookie = false;
-    if let Some(auth) = &shared.auth
+    if let Some(auth) = &*shared.auth()
         && names.iter().any(|name| auth.needs_token(name))
     {
         let found = crate::auth::find_token(

@@ -116,7 +116,7 @@ pub enum Outcome {
 
 /// Routes and runs the endpoint for one request.
 pub fn handle(req: &Request<'_>, ctx: &Context, shared: &Shared) -> Result<Outcome, HttpError> {
-    match route(req, &shared.config.mailbox.url_prefix) {
+    match route(req, &shared.config().mailbox.url_prefix) {
         Endpoint::Mailbox(raw_name) => mailbox::handle(req, raw_name, ctx, shared),
         Endpoint::ClientScript(script) => script::respond(req, script),
         Endpoint::Server => match req.method() {

@@ -27,7 +27,7 @@ impl Worker {
             warn!("cannot register backend connection: {e}");
             return;
         }
-        let config = &self.shared.config.mailbox;
+        let config = &self.shared.config().mailbox;
         let budget = self.shared.backend_budget.clone();
         let backend = entry.insert(BackendConn::with_budget(sock, key as u64, config, budget));
         metrics::inc(&self.shared.metrics.backend_connections_open);
@@ -92,8 +92,10 @@ impl Worker {
         let now = self.now();
         let mut hub = WorkerHub {
             shared: &self.shared,
+            config: self.shared.config.load_full(),
             outbox: &mut self.outbox,
             now,
+            commands: &mut self.counts.backend_commands,
         };
         let backend = &mut self.backends[key];
         backend.execute_buffered(&mut hub);

@@ -36,7 +36,7 @@ impl Worker {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(self.after(self.shared.config.server.shutdown_timeout));
+        self.shutdown_deadline = Some(self.after(self.shared.config().server.shutdown_timeout));
         // Stop accepting; once every handle is closed, the kernel refuses
         // new clients instead of queueing them behind a gateway going away.
         if let Some(mut listener) = self.listener.take() {
@@ -82,7 +82,7 @@ impl Worker {
 
     pub(super) fn release_http_slot(&self, ip: IpAddr) {
         metrics::dec(&self.shared.metrics.connections_open);
-        if self.shared.config.server.max_connections_per_ip > 0 {
+        if self.shared.config().server.max_connections_per_ip > 0 {
             self.shared.ip_limiter.release(ip);
         }
     }

@@ -103,8 +103,9 @@ pub struct Worker {
     clock: Instant,
     now_ms: u64,
     next_tick: u64,
-    /// Deliveries since the last tick, folded into the shared metrics.
-    deliveries: u64,
+    /// Per-message counts since the last tick, folded into the shared
+    /// metrics.
+    counts: crate::metrics::WorkerCounts,
     /// Backends are no longer read (shutdown's first step); `Some` until
     /// this turn's announcements are posted and the acceptor is told.
     publishing_stopped: bool,
@@ -151,7 +152,7 @@ impl Worker {
             clock: Instant::now(),
             now_ms: 0,
             next_tick: TICK_MS,
-            deliveries: 0,
+            counts: Default::default(),
             publishing_stopped: false,
             stop_ack: None,
             shutdown_deadline: None,

@@ -40,6 +40,9 @@ pub trait Hub {
     fn info(&mut self, section: Option<&str>, out: &mut String);
     /// `mailbox.backend-password`.
     fn password(&self) -> Option<&str>;
+    /// Counts one command by its top-level name (`unknown` for those not
+    /// in the table), for the metrics.
+    fn count_command(&mut self, _name: &str) {}
     /// Seconds since the gateway started, for INFO's `uptime_in_seconds`.
     fn uptime_secs(&self) -> Option<u64> {
         None
@@ -334,8 +337,10 @@ pub fn execute<H: Hub>(
         return After::Continue; // the decoder never yields this; nothing to answer
     }
     let Some((cmd, spec)) = lookup(args, out) else {
+        hub.count_command("unknown");
         return After::Continue;
     };
+    hub.count_command(spec.name);
     if !spec.no_auth && !session.authenticated && hub.password().is_some() {
         resp::error(out, "NOAUTH Authentication required.");
         return After::Continue;
