@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,8 +20,27 @@ use crate::metrics::Metrics;
 use crate::net::BackendStream;
 use crate::store::{Attach, Message, Store, StoreError, Ticket};
 
+/// Which pub/sub family an [`Event`] belongs to (`backend::events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventFamily {
+    /// `__cometbox:events`: join and leave.
+    Presence,
+    /// `__cometbox:upstream`: what browsers sent.
+    Upstream,
+}
+
+/// A JSON event for backends in pub/sub mode, about one mailbox.
+#[derive(Debug)]
+pub struct Event {
+    pub family: EventFamily,
+    pub mailbox: Arc<str>,
+    pub payload: Vec<u8>,
+}
+
 /// What a worker's inbox takes.
 pub enum ToWorker {
+    /// An event for this worker's subscribed backends.
+    Event(Arc<Event>),
     /// A backend connection to adopt.
     Backend(BackendStream),
     /// Messages published on another worker for subscribers here.
@@ -151,6 +170,9 @@ pub struct Shared {
     pub auth: ArcSwapOption<Auth>,
     /// Set when shutdown begins: `/health` says so.
     pub draining: AtomicBool,
+    /// A bit per worker that has a backend in pub/sub mode: events are
+    /// built and posted only when some backend listens.
+    pub event_listeners: AtomicU64,
     pub store: Store,
     pub peers: Vec<Peer>,
     pub metrics: Metrics,
@@ -181,6 +203,7 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             auth: ArcSwapOption::from(auth.map(Arc::new)),
             draining: AtomicBool::new(false),
+            event_listeners: AtomicU64::new(0),
             store,
             peers: Vec::new(),
             metrics: Metrics::default(),

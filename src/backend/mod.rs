@@ -6,6 +6,7 @@
 //! commands to the mailbox store through [`WorkerHub`].
 
 pub mod commands;
+pub mod events;
 pub mod resp;
 
 use std::io::{self, Read, Write};
@@ -75,6 +76,18 @@ impl BackendConn {
             dead: false,
             paused: false,
         }
+    }
+
+    /// In pub/sub mode: events are written to it.
+    pub fn is_listening(&self) -> bool {
+        self.session.pubsub.is_active()
+    }
+
+    /// Queues the frames this connection gets for `event`; how many.
+    pub fn push_event(&mut self, event: &crate::shared::Event) -> usize {
+        self.session
+            .pubsub
+            .write_event(self.session.proto, event, &mut self.out)
     }
 
     pub fn out_len(&self) -> usize {

@@ -89,6 +89,11 @@ pub struct Subscribe {
     pub token_expires_at: Option<u64>,
     /// The client's `Sec-WebSocket-Key`, for the 101.
     pub websocket_key: Option<Box<[u8]>>,
+    /// The token's `sub` claim: the subject of presence and upstream events.
+    pub subject: Option<std::sync::Arc<str>>,
+    /// With `mailbox.upstream` on: the followed mailboxes this client may
+    /// send to (all without auth; those the `publish` claim grants with).
+    pub upstream: Vec<std::sync::Arc<str>>,
 }
 
 impl Subscribe {

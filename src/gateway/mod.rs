@@ -196,6 +196,7 @@ impl Gateway {
             config: arc_swap::ArcSwap::from_pointee(config),
             auth: arc_swap::ArcSwapOption::from(auth.map(Arc::new)),
             draining: std::sync::atomic::AtomicBool::new(false),
+            event_listeners: std::sync::atomic::AtomicU64::new(0),
             store,
             peers,
             metrics: Metrics::default(),

@@ -76,7 +76,17 @@ impl Worker {
         let backend = &mut self.backends[key];
         if !backend.dead {
             backend.dead = true;
+            let listening = backend.is_listening();
             self.dead_backends.push(key);
+            self.note_listening(listening, false);
+        }
+    }
+
+    /// Writes what is queued for a backend (events between its commands).
+    pub(super) fn flush_backend(&mut self, key: usize) {
+        match self.backends[key].flush() {
+            Ok(_) => self.after_backend_io(key),
+            Err(_) => self.kill_backend(key),
         }
     }
 
@@ -98,7 +108,11 @@ impl Worker {
             commands: &mut self.counts.backend_commands,
         };
         let backend = &mut self.backends[key];
+        let was_listening = backend.is_listening();
         backend.execute_buffered(&mut hub);
+        let is_listening = backend.is_listening();
+        self.note_listening(was_listening, is_listening);
+        let backend = &mut self.backends[key];
         match backend.flush() {
             Ok(done) if done && (backend.closing || eof) => return self.kill_backend(key),
             // The client half-closed: finish writing, then close.

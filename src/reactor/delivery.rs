@@ -41,8 +41,10 @@ impl Worker {
             {
                 s.slot = sub.slot;
             }
-            self.detach_one(&sub.mailbox);
+            let last = self.detach_one(&sub.mailbox);
+            self.announce_leave(key, &sub.mailbox, last);
         }
+        self.presence.remove(&key);
     }
 
     /// Hands a published message to this worker's subscribers of its mailbox.

@@ -17,6 +17,7 @@
 mod admission;
 mod backend_io;
 mod delivery;
+mod events;
 mod http_io;
 mod lifecycle;
 mod respond;
@@ -103,6 +104,12 @@ pub struct Worker {
     clock: Instant,
     now_ms: u64,
     next_tick: u64,
+    /// Backends here in pub/sub mode (this worker's bit in
+    /// `Shared::event_listeners` is set while it is not 0).
+    listening_backends: usize,
+    /// Who each subscribed connection is, for leave events (only while
+    /// some backend listens).
+    presence: HashMap<usize, events::Presence>,
     /// Per-message counts since the last tick, folded into the shared
     /// metrics.
     counts: crate::metrics::WorkerCounts,
@@ -153,6 +160,8 @@ impl Worker {
             now_ms: 0,
             next_tick: TICK_MS,
             counts: Default::default(),
+            listening_backends: 0,
+            presence: HashMap::new(),
             publishing_stopped: false,
             stop_ack: None,
             shutdown_deadline: None,
@@ -238,6 +247,7 @@ impl Worker {
         while let Ok(message) = self.inbox.try_recv() {
             match message {
                 ToWorker::Backend(sock) => self.adopt_backend(sock),
+                ToWorker::Event(event) => self.deliver_event(&event),
                 ToWorker::Deliver(batch) => {
                     for message in &batch {
                         self.deliver(message);

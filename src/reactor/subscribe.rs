@@ -135,9 +135,10 @@ impl Worker {
         }
     }
 
-    /// Gives back one registration the store counted for us.
-    pub(super) fn detach_one(&self, mailbox: &str) {
-        self.shared.store.detach(mailbox, self.id, 1, self.now());
+    /// Gives back one registration the store counted for us; true if the
+    /// mailbox has no subscriber left.
+    pub(super) fn detach_one(&self, mailbox: &str) -> bool {
+        self.shared.store.detach(mailbox, self.id, 1, self.now())
     }
 
     /// When a stream ends by itself: `mailbox.stream-max-duration` or the
@@ -170,6 +171,7 @@ impl Worker {
         expires_at: Option<u64>,
     ) {
         if attaches.iter().all(|a| a.registered) {
+            self.announce_joins(key, &plan, &attaches);
             for (follow, attach) in plan.follows.iter().zip(&attaches) {
                 self.subscribe_local(key, &follow.mailbox, attach.position);
             }
@@ -281,6 +283,9 @@ impl Worker {
         attaches: Vec<Attach>,
         expires_at: Option<u64>,
     ) {
+        if !plan.head_only {
+            self.announce_joins(key, &plan, &attaches);
+        }
         let reply = plan.reply;
         let cors_origins = &self.shared.config().mailbox.cors_origins;
         let head = &mut self.scratch.head;
@@ -337,9 +342,9 @@ impl Worker {
             )
             .is_err()
         {
-            // Registered, but not yet on our lists: detach by hand.
-            for follow in follows {
-                self.detach_one(&follow.mailbox);
+            // On our lists first, so reaping detaches (and announces) them.
+            for (follow, attach) in follows.iter().zip(&attaches) {
+                self.subscribe_local(key, &follow.mailbox, attach.position);
             }
             return self.kill(key);
         }
@@ -398,7 +403,21 @@ impl Worker {
             }
         }
         let ends_at = self.stream_end(expires_at);
-        let phase = Phase::WebSocket(Box::new(WsState::new(ends_at)));
+        let config = self.shared.config();
+        let state = if config.mailbox.upstream {
+            let upstream = ws_session::Upstream {
+                mailboxes: plan.upstream.clone(),
+                subject: plan.subject.clone(),
+                multiplexed: named,
+                received: Vec::new(),
+            };
+            WsState::with_upstream(ends_at, upstream, config.mailbox.max_message_size)
+        } else {
+            WsState::new(ends_at)
+        };
+        drop(config);
+        let phase = Phase::WebSocket(Box::new(state));
+        self.announce_joins(key, &plan, &attaches);
         self.open(key, phase, &plan.follows, attaches, ends_at);
     }
 
@@ -409,6 +428,17 @@ impl Worker {
         };
         self.scratch.head.clear();
         let (used, step) = ws_session::read_frames(ws, buf, &mut self.scratch.head);
+        if let Some(up) = ws.upstream.as_mut()
+            && !up.received.is_empty()
+        {
+            let received = std::mem::take(&mut up.received);
+            let (mailboxes, subject, multiplexed) =
+                (up.mailboxes.clone(), up.subject.clone(), up.multiplexed);
+            for text in received {
+                self.upstream_message(&mailboxes, subject.as_deref(), multiplexed, &text);
+            }
+        }
+        let conn = &mut self.conns[key];
         match step {
             // An owed pong goes out now if nothing is queued ahead of it.
             Step::NeedMore => self.after_io(key),
