@@ -145,6 +145,9 @@ impl Ops {
         let Some(addr) = want else {
             return Ok(());
         };
+        // Tried once per configured value: a port that is taken is logged
+        // once, not every turn; the next reload tries again.
+        self.bound = want;
         let std_listener = crate::net::listen(addr, 128)?;
         let local = std_listener.local_addr().unwrap_or(addr);
         let mut listener = TcpListener::from_std(std_listener);
@@ -153,7 +156,6 @@ impl Ops {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         info!("metrics listener on {local}: GET /metrics, GET /health");
         self.listener = Some(listener);
-        self.bound = want;
         Ok(())
     }
 
