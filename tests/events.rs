@@ -108,3 +108,24 @@ fn websocket_text_frames_reach_upstream_subscribers_only_when_enabled() {
         "nothing goes upstream when off"
     );
 }
+
+#[test]
+fn per_subscriber_presence_when_configured() {
+    let gw = Gateway::start("mailbox.presence-per-subscriber = \"enable\"");
+    let mut b = gw.backend();
+    b.call(&[b"SUBSCRIBE", b"__cometbox:events:desk"]);
+    let one = ws::connect(&gw, "/mailbox/desk");
+    let two = ws::connect(&gw, "/mailbox/desk");
+    let kinds: Vec<String> = (0..2)
+        .map(|_| next_event(&mut b).2["event"].to_string())
+        .collect();
+    assert_eq!(kinds, ["\"join\"", "\"join\""]);
+    drop(two);
+    assert_eq!(
+        next_event(&mut b).2["event"],
+        "leave",
+        "every subscriber, not just the last"
+    );
+    drop(one);
+    assert_eq!(next_event(&mut b).2["event"], "leave");
+}

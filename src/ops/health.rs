@@ -40,3 +40,27 @@ fn unavailable_because(shared: &Shared) -> Option<&'static str> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_until_draining_then_503_with_the_reason() {
+        let shared = Shared::for_tests(crate::Config::default());
+        let Health::Serving(line) = health(&shared) else {
+            panic!("a fresh gateway serves");
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], "ok");
+        assert!(line.ends_with("}\n") && line.lines().count() == 1);
+        shared.draining.store(true, Ordering::Release);
+        let Health::Unavailable(line) = health(&shared) else {
+            panic!("draining is unavailable");
+        };
+        assert_eq!(
+            line,
+            "{\"status\":\"unavailable\",\"reason\":\"shutting down\"}\n"
+        );
+    }
+}
