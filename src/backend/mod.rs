@@ -240,8 +240,9 @@ fn too_large_text(name: &[u8], len: usize, limit: usize) -> String {
 /// into the store and are announced, per worker, through `outbox`.
 pub struct WorkerHub<'a> {
     pub shared: &'a Shared,
-    /// The config in force for this batch of commands.
-    pub config: Arc<crate::config::Config>,
+    /// The config in force for this batch of commands (a guard: no shared
+    /// reference count is touched per batch).
+    pub config: arc_swap::Guard<Arc<crate::config::Config>>,
     pub outbox: &'a mut [Vec<Arc<Message>>],
     pub now: Instant,
     /// The worker's per-command counts (`metrics::COMMANDS` order).

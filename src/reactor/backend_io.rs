@@ -102,7 +102,7 @@ impl Worker {
         let now = self.now();
         let mut hub = WorkerHub {
             shared: &self.shared,
-            config: self.shared.config.load_full(),
+            config: self.shared.config(),
             outbox: &mut self.outbox,
             now,
             commands: &mut self.counts.backend_commands,
