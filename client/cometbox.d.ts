@@ -33,14 +33,19 @@ export interface CometboxError {
 }
 
 interface BaseOptions {
-  /** Called when the gateway could not give everything after the cursor: reload state. */
-  onMissed?(): void;
+  /**
+   * Called when the gateway could not give everything after the cursor:
+   * reload state. On several mailboxes, `mailbox` names the one that lost.
+   */
+  onMissed?(mailbox?: string): void;
   onError?(err: CometboxError): void;
   onStatus?(state: Status, transport: ActiveTransport | null): void;
   /** Default `"auto"`: EventSource, else long-poll; JSONP across origins without CORS. */
   transport?: Transport;
   /** The gateway's origin, when it is not the page's. */
   baseUrl?: string | URL;
+  /** With a list of mailboxes: the path they live under. Default `"/mailbox/"`. */
+  prefix?: string;
   /** Called (when a function) before every (re)connect; sent as `?token=`. */
   token?: string | (() => string | PromiseLike<string>);
   /** Extra query parameters on every request. */
@@ -58,13 +63,15 @@ interface BaseOptions {
 /** Payloads as sent: text as a string, bytes that are not UTF-8 as a Uint8Array. */
 export interface TextOptions extends BaseOptions {
   json?: false;
-  onMessage?(data: string | Uint8Array, id: string): void;
+  /** `mailbox` is set when the subscription follows several. */
+  onMessage?(data: string | Uint8Array, id: string, mailbox?: string): void;
 }
 
 /** `json: true`: text payloads are `JSON.parse`d; binary ones stay bytes. */
 export interface JsonOptions<T = unknown> extends BaseOptions {
   json: true;
-  onMessage?(data: T | Uint8Array, id: string): void;
+  /** `mailbox` is set when the subscription follows several. */
+  onMessage?(data: T | Uint8Array, id: string, mailbox?: string): void;
 }
 
 export type SubscribeOptions<T = unknown> = TextOptions | JsonOptions<T>;
@@ -79,8 +86,13 @@ export interface Subscription {
 }
 
 /** Subscribes to a mailbox path such as `"/mailbox/user:42"`. */
-export function subscribe<T = unknown>(path: string, options: JsonOptions<T>): Subscription;
-export function subscribe(path: string, options?: TextOptions): Subscription;
+/**
+ * Or follows a list of mailbox names on one connection (at most the
+ * gateway's `mailbox.max-per-connection`, default 16): messages name their
+ * mailbox and the cursor is one position per mailbox joined by `,`.
+ */
+export function subscribe<T = unknown>(path: string | string[], options: JsonOptions<T>): Subscription;
+export function subscribe(path: string | string[], options?: TextOptions): Subscription;
 
 /** The client's protocol version. */
 export const version: string;

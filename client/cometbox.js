@@ -24,13 +24,24 @@ var cometbox = (function () {
     return bytes;
   }
 
+  // `path` is a URL path ("/mailbox/alice"), or a list of mailbox names
+  // followed on one connection (["user:alice", "room:42"]): messages then
+  // name their mailbox and the cursor is one position per mailbox, joined.
   function subscribe(path, options) {
     var o = options || {};
+    var names = Array.isArray(path) ? path : null;
+    if (names) path = (o.prefix || "/mailbox/") + names.map(encodeURIComponent).join(",");
     var want = o.transport || "auto";
     if (TRANSPORTS.indexOf(want) < 0) throw new Error("cometbox: unknown transport " + want);
     var base = new URL(o.baseUrl || "", location.href);
     var crossOrigin = base.origin != location.origin;
-    var cursor = o.since || null;
+    var cursor = null, cursors = {};
+    // A composite cursor: each mailbox's position, "" where none is known.
+    function setCursor(c) {
+      cursor = c || null;
+      if (names && c) c.split(",").forEach(function (p, i) { if (p) cursors[names[i]] = p; });
+    }
+    setCursor(o.since);
     var closed = false, attempt = 0, timer = null, current = null, useJsonp = false, state;
 
     var sub = {
@@ -54,12 +65,15 @@ var cometbox = (function () {
 
     // Delivers one message object of the wire format; true if it was new.
     function deliver(m) {
-      if (m.missed) { if (o.onMissed) o.onMissed(); return; }
-      if (seen(cursor, m.id)) return;
-      cursor = m.id;
+      if (m.missed) { if (o.onMissed) o.onMissed(m.mailbox); return; }
+      if (seen(names ? cursors[m.mailbox] : cursor, m.id)) return;
+      if (names) {
+        cursors[m.mailbox] = m.id;
+        cursor = names.map(function (n) { return cursors[n] || ""; }).join(",");
+      } else cursor = m.id;
       var data = m.encoding == "base64" ? decodeBase64(m.data) : m.data;
       if (o.json && typeof data == "string") data = JSON.parse(data);
-      if (o.onMessage) o.onMessage(data, m.id);
+      if (o.onMessage) o.onMessage(data, m.id, m.mailbox);
     }
 
     function url(transport, token, extra) {
@@ -115,9 +129,15 @@ var cometbox = (function () {
       var es = new EventSource(url("sse", token), { withCredentials: !!o.withCredentials });
       current = function () { es.close(); };
       es.onopen = function () { opened = true; attempt = 0; status("open"); };
-      es.onmessage = function (e) { deliver({ id: e.lastEventId, data: e.data }); };
+      // Several mailboxes: the data is the named JSON object, the id the
+      // composite cursor.
+      es.onmessage = function (e) {
+        if (!names) return deliver({ id: e.lastEventId, data: e.data });
+        deliver(JSON.parse(e.data));
+        setCursor(e.lastEventId);
+      };
       es.addEventListener("base64", function (e) { deliver({ id: e.lastEventId, data: e.data, encoding: "base64" }); });
-      es.addEventListener("missed", function () { deliver({ missed: true }); });
+      es.addEventListener("missed", function (e) { deliver(names ? JSON.parse(e.data) : { missed: true }); });
       // EventSource would reconnect on its own with Last-Event-ID; the
       // client reconnects itself instead, to refresh the token and back off.
       es.onerror = function () {
@@ -142,11 +162,13 @@ var cometbox = (function () {
       };
     }
 
-    // One long-poll answer: {messages, cursor, missed?}.
+    // One long-poll answer: {messages, cursor, missed?}; `missed` lists the
+    // mailboxes on a multiplexed poll.
     function answer(body) {
-      if (body.missed) deliver({ missed: true });
+      [].concat(body.missed || []).forEach(function (n) { deliver({ missed: true, mailbox: n === true ? undefined : n }); });
       body.messages.forEach(deliver);
-      if (!cursor) cursor = body.cursor || null;
+      if (names) setCursor(body.cursor);
+      else if (!cursor) cursor = body.cursor || null;
       attempt = 0;
     }
 

@@ -24,6 +24,13 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     mailboxes: Vec<String>,
+    /// Mailboxes the bearer may send to (upstream), names or prefixes as
+    /// `mailboxes`.
+    #[serde(default)]
+    publish: Vec<String>,
+    /// Who the bearer is: the subject of presence and upstream events.
+    #[serde(default)]
+    sub: Option<String>,
 }
 
 /// Why a request was refused. Each maps to a status and a short reason.
@@ -91,10 +98,14 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// `exp`, in seconds since the Unix epoch; streams end then.
     pub expires_at: u64,
+    /// The `sub` claim.
+    pub subject: Option<String>,
+    /// The `publish` claim.
+    pub publish: Vec<String>,
 }
 
 /// Token checks, present only when `auth.required` is on.
@@ -187,6 +198,8 @@ impl Auth {
         }
         Ok(Grant {
             expires_at: data.claims.exp,
+            subject: data.claims.sub,
+            publish: data.claims.publish,
         })
     }
 }
@@ -323,8 +336,22 @@ mod tests {
         let ok = t(serde_json::json!({"exp": exp, "mailboxes": ["user:alice"]}));
         assert_eq!(
             a.check(Some(&ok), "user:alice"),
-            Ok(Grant { expires_at: exp })
+            Ok(Grant {
+                expires_at: exp,
+                subject: None,
+                publish: Vec::new()
+            })
         );
+        let full = t(serde_json::json!({
+            "exp": exp, "mailboxes": ["room:*"], "publish": ["room:1"], "sub": "alice"
+        }));
+        let grant = a.check(Some(&full), "room:7").unwrap();
+        assert_eq!(
+            grant.subject.as_deref(),
+            Some("alice"),
+            "sub is the subject"
+        );
+        assert_eq!(grant.publish, ["room:1"]);
         assert_eq!(a.check(Some(&ok), "user:bob"), Err(Denied::NotGranted));
         assert_eq!(a.check(None, "user:alice"), Err(Denied::Missing));
         assert_eq!(

@@ -59,7 +59,11 @@ impl Phase {
     fn gauge<'m>(&self, metrics: &'m Metrics) -> Option<&'m AtomicU64> {
         match self {
             Phase::Held(_) => Some(&metrics.polls_waiting),
-            Phase::Stream(_) => Some(&metrics.streams_open),
+            Phase::Stream(s) => Some(match s.kind {
+                crate::transport::StreamKind::Sse => &metrics.streams_sse,
+                crate::transport::StreamKind::Ndjson => &metrics.streams_ndjson,
+                crate::transport::StreamKind::Iframe => &metrics.streams_iframe,
+            }),
             Phase::WebSocket(_) => Some(&metrics.websockets_open),
             Phase::Head | Phase::Attaching(_) | Phase::Draining => None,
         }
@@ -238,11 +242,15 @@ impl Conn {
         old
     }
 
-    pub fn send(&mut self, parts: &[Part<'_>]) -> std::io::Result<()> {
+    /// Writes `parts` (queueing what the socket does not take) and adds
+    /// their length to `bytes_out`, the worker's count.
+    pub fn send(&mut self, bytes_out: &mut u64, parts: &[Part<'_>]) -> std::io::Result<()> {
+        *bytes_out += parts.iter().map(|p| p.len() as u64).sum::<u64>();
         self.out.send(&mut self.sock, parts)
     }
 
-    pub fn send_all(&mut self, parts: &[Part<'_>]) -> std::io::Result<()> {
+    pub fn send_all(&mut self, bytes_out: &mut u64, parts: &[Part<'_>]) -> std::io::Result<()> {
+        *bytes_out += parts.iter().map(|p| p.len() as u64).sum::<u64>();
         self.out.send_all(&mut self.sock, parts)
     }
 

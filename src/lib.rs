@@ -10,7 +10,7 @@
 //! holding a mailbox open and their framing, `fanout` a worker's subscriber
 //! lists, `store` the mailboxes behind one seam, `backend` the RESP side
 //! socket, `shared` what threads share, `net` socket plumbing, `config` the
-//! gateway.conf loader, `auth` tokens, `metrics` the counters.
+//! gateway.conf loader, `auth` tokens, `metrics` the counters, `ops` the metrics and health listener.
 
 pub mod auth;
 pub mod backend;
@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod ops;
 pub mod out;
 pub mod reactor;
 pub mod shared;

@@ -46,7 +46,16 @@ fn main() -> ExitCode {
             _ => return usage_error(&format!("unknown argument {}", arg.to_string_lossy())),
         }
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // RUST_LOG, when set, decides (and SIGHUP leaves it be); otherwise
+    // everything passes env_logger and `server.log-level` sets the level.
+    if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
+        env_logger::Builder::from_env(env_logger::Env::default()).init();
+    } else {
+        env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Trace)
+            .init();
+        log::set_max_level(log::LevelFilter::Info);
+    }
     // A file that cannot be probed (a directory we may not search) counts as
     // present, so the error says why it cannot be read.
     let exists = |p: &Path| !matches!(p.try_exists(), Ok(false));
@@ -60,6 +69,7 @@ fn main() -> ExitCode {
         }
     };
     loaded.warnings.iter().for_each(|w| log::warn!("{w}"));
+    cometbox::gateway::apply_log_level(loaded.config.server.log_level.as_deref());
     if test_only {
         for setting in &loaded.settings {
             println!("{setting}");
@@ -67,7 +77,7 @@ fn main() -> ExitCode {
         println!("cometbox: {} is valid", loaded.path.display());
         return ExitCode::SUCCESS;
     }
-    match cometbox::run(loaded.config) {
+    match cometbox::gateway::run_loaded(loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

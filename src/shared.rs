@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use crossbeam_channel::Sender;
 use mio::Waker;
 
@@ -19,8 +20,27 @@ use crate::metrics::Metrics;
 use crate::net::BackendStream;
 use crate::store::{Attach, Message, Store, StoreError, Ticket};
 
+/// Which pub/sub family an [`Event`] belongs to (`backend::events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventFamily {
+    /// `__cometbox:events`: join and leave.
+    Presence,
+    /// `__cometbox:upstream`: what browsers sent.
+    Upstream,
+}
+
+/// A JSON event for backends in pub/sub mode, about one mailbox.
+#[derive(Debug)]
+pub struct Event {
+    pub family: EventFamily,
+    pub mailbox: Arc<str>,
+    pub payload: Vec<u8>,
+}
+
 /// What a worker's inbox takes.
 pub enum ToWorker {
+    /// An event for this worker's subscribed backends.
+    Event(Arc<Event>),
     /// A backend connection to adopt.
     Backend(BackendStream),
     /// Messages published on another worker for subscribers here.
@@ -166,10 +186,22 @@ impl Budget {
 }
 
 /// What all threads share.
+///
+/// The config and the token keys can be replaced while the gateway runs
+/// (SIGHUP, `gateway::reload`): read them per request through
+/// [`Shared::config`] and [`Shared::auth`], and do not keep the guard
+/// across event-loop turns. A reader sees either the old or the new value,
+/// never a mix; `arc-swap` makes the read a thread-local bookkeeping step,
+/// with no shared cache line written.
 pub struct Shared {
-    pub config: Config,
+    pub config: ArcSwap<Config>,
     /// Token checks, when `auth.required` is on.
-    pub auth: Option<Auth>,
+    pub auth: ArcSwapOption<Auth>,
+    /// Set when shutdown begins: `/health` says so.
+    pub draining: AtomicBool,
+    /// A bit per worker that has a backend in pub/sub mode: events are
+    /// built and posted only when some backend listens.
+    pub event_listeners: AtomicU64,
     pub store: Store,
     pub peers: Vec<Peer>,
     pub metrics: Metrics,
@@ -190,6 +222,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The config in force now.
+    pub fn config(&self) -> Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The token checks in force now (`None`: tokens are off).
+    pub fn auth(&self) -> Guard<Option<Arc<Auth>>> {
+        self.auth.load()
+    }
+
     /// A gateway's shared state without threads, for unit tests of the
     /// code that reads it (endpoints).
     #[cfg(test)]
@@ -197,8 +239,10 @@ impl Shared {
         let auth = Auth::from_config(&config.auth).expect("test auth config");
         let store = Store::local(crate::store::StoreLimits::from_config(&config.mailbox), 1);
         Arc::new(Shared {
-            config,
-            auth,
+            config: ArcSwap::from_pointee(config),
+            auth: ArcSwapOption::from(auth.map(Arc::new)),
+            draining: AtomicBool::new(false),
+            event_listeners: AtomicU64::new(0),
             store,
             peers: Vec::new(),
             metrics: Metrics::default(),

@@ -6,6 +6,7 @@
 //! commands to the mailbox store through [`WorkerHub`].
 
 pub mod commands;
+pub mod events;
 pub mod resp;
 
 use std::io::{self, Read, Write};
@@ -75,6 +76,18 @@ impl BackendConn {
             dead: false,
             paused: false,
         }
+    }
+
+    /// In pub/sub mode: events are written to it.
+    pub fn is_listening(&self) -> bool {
+        self.session.pubsub.is_active()
+    }
+
+    /// Queues the frames this connection gets for `event`; how many.
+    pub fn push_event(&mut self, event: &crate::shared::Event) -> usize {
+        self.session
+            .pubsub
+            .write_event(self.session.proto, event, &mut self.out)
     }
 
     pub fn out_len(&self) -> usize {
@@ -248,10 +261,15 @@ fn too_large_text(name: &[u8], len: usize, limit: usize) -> String {
 /// into the store and are announced, per worker, through `outbox`.
 pub struct WorkerHub<'a> {
     pub shared: &'a Shared,
+    /// The config in force for this batch of commands (a guard: no shared
+    /// reference count is touched per batch).
+    pub config: arc_swap::Guard<Arc<crate::config::Config>>,
     pub outbox: &'a mut [Vec<Arc<Message>>],
     pub now: Instant,
     /// Subscribers this turn's publishes were announced to.
     pub announced: u64,
+    /// The worker's per-command counts (`metrics::COMMANDS` order).
+    pub commands: &'a mut [u64; metrics::COMMANDS.len()],
 }
 
 /// Deliveries one worker turn's publishes may cause before the rest of a
@@ -268,7 +286,7 @@ impl WorkerHub<'_> {
     }
 
     fn max_message_size(&self) -> usize {
-        self.shared.config.mailbox.max_message_size
+        self.config.mailbox.max_message_size
     }
 
     fn protocol_error(&self) {
@@ -375,7 +393,11 @@ impl Hub for WorkerHub<'_> {
     }
 
     fn password(&self) -> Option<&str> {
-        self.shared.config.mailbox.backend_password.as_deref()
+        self.config.mailbox.backend_password.as_deref()
+    }
+
+    fn count_command(&mut self, name: &str) {
+        self.commands[metrics::command_slot(name)] += 1;
     }
 
     fn uptime_secs(&self) -> Option<u64> {

@@ -11,6 +11,7 @@ use super::validate::{
     check_any, check_cookie_name, check_cors_origins, check_public_prefixes, check_socket_path,
     check_url_prefix, parse_bind, parse_mode,
 };
+use super::validate::{check_listen_addr, check_log_level};
 use super::value::{Typed, Value};
 use super::{Config, MAX_WORKERS};
 
@@ -564,6 +565,45 @@ pub(super) static KEYS: &[Key] = &[
         },
         default: r#""""#,
         doc: "Audience (aud claim) a token must name; unset = aud is not checked.",
+    },
+    Key {
+        name: "mailbox.upstream",
+        kind: Kind::Bool(|c, b| c.mailbox.upstream = b),
+        default: r#""disable""#,
+        doc: "Deliver what browsers send (WebSocket text frames, `POST /mailbox/{name}` bodies up \
+            to mailbox.max-message-size) to backends subscribed to `__cometbox:upstream` \
+            (docs/protocol.md). With auth.required, only to mailboxes the token's `publish` \
+            claim grants. Off: frames are ignored and POST is 405.",
+    },
+    Key {
+        name: "mailbox.presence-per-subscriber",
+        kind: Kind::Bool(|c, b| c.mailbox.presence_per_subscriber = b),
+        default: r#""disable""#,
+        doc: "Presence events (`__cometbox:events`) for every subscriber that comes and goes, \
+            not only when a mailbox gains its first or loses its last.",
+    },
+    Key {
+        name: "metrics.listen",
+        kind: Kind::Str {
+            what: Text::Plain,
+            check: check_listen_addr,
+            set: |c, s| c.metrics.listen = s.parse().ok(),
+        },
+        default: r#""""#,
+        doc: "Address and port of the metrics listener, e.g. \"127.0.0.1:9121\": `GET /metrics` \
+            (Prometheus text format) and `GET /health`. Empty = off. A listener of its own, so \
+            the public port never exposes it; keep it on loopback or a private network.",
+    },
+    Key {
+        name: "server.log-level",
+        kind: Kind::Str {
+            what: Text::Plain,
+            check: check_log_level,
+            set: |c, s| c.server.log_level = opt(s),
+        },
+        default: r#""""#,
+        doc: "\"error\", \"warn\", \"info\", \"debug\" or \"trace\"; empty = info. RUST_LOG, when \
+            set, wins (and then SIGHUP does not change the level).",
     },
 ];
 

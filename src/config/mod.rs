@@ -11,11 +11,13 @@ mod files;
 mod keys;
 mod lexer;
 mod loader;
+mod reload;
 mod suggest;
 mod validate;
 mod value;
 
 pub use env::env_name;
+pub use reload::changed_keys;
 
 #[cfg(test)]
 mod test_util;
@@ -42,6 +44,14 @@ pub struct Config {
     pub server: ServerConfig,
     pub mailbox: MailboxConfig,
     pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The metrics and health listener.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsConfig {
+    /// `metrics.listen`; `None` = off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The browser-facing HTTP listener.
@@ -71,6 +81,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// `server.listen-backlog`: the listen(2) backlog of the HTTP listener.
     pub listen_backlog: u32,
+    /// `server.log-level`; `None` = info (RUST_LOG wins when set).
+    pub log_level: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +99,7 @@ impl Default for ServerConfig {
             keepalive_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(3),
             listen_backlog: 4096,
+            log_level: None,
         }
     }
 }
@@ -139,6 +152,10 @@ pub struct MailboxConfig {
     pub max_per_connection: usize,
     /// `mailbox.cors-origins`; empty = no CORS headers, `"*"` = any origin.
     pub cors_origins: Vec<String>,
+    /// `mailbox.upstream`: browsers' messages go to `__cometbox:upstream`.
+    pub upstream: bool,
+    /// `mailbox.presence-per-subscriber`: an event for every subscriber.
+    pub presence_per_subscriber: bool,
 }
 
 impl Default for MailboxConfig {
@@ -166,6 +183,8 @@ impl Default for MailboxConfig {
             max_pending_bytes: 4 * 1024 * 1024,
             max_per_connection: 16,
             cors_origins: Vec::new(),
+            upstream: false,
+            presence_per_subscriber: false,
         }
     }
 }

@@ -68,6 +68,24 @@ pub(super) fn check_any(_: &str) -> Result<(), String> {
     Ok(())
 }
 
+pub(super) fn check_listen_addr(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "{s:?} is not an address and port like \"127.0.0.1:9121\" or \"[::1]:9121\" (host names are not resolved)"
+    ))
+}
+
+pub(super) fn check_log_level(s: &str) -> Result<(), String> {
+    match s {
+        "" | "error" | "warn" | "info" | "debug" | "trace" => Ok(()),
+        _ => Err(format!(
+            "{s:?} is not a log level: use error, warn, info, debug or trace"
+        )),
+    }
+}
+
 pub(super) fn check_url_prefix(s: &str) -> Result<(), String> {
     if !s.starts_with('/') || !s.ends_with('/') {
         return Err(format!(

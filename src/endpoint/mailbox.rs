@@ -26,13 +26,18 @@ pub fn handle(
             ));
         }
     }
-    let names = mailbox_names(raw_name, shared.config.mailbox.max_per_connection)?;
+    let names = mailbox_names(raw_name, shared.config().mailbox.max_per_connection)?;
     let choice = transport::choose(req)?;
     let cursors = cursors(choice.since.as_deref(), names.len())?;
-    let cors_origins = &shared.config.mailbox.cors_origins;
+    let cors_origins = &shared.config().mailbox.cors_origins;
     let mut token_expires_at: Option<u64> = None;
+    let mut subject: Option<std::sync::Arc<str>> = None;
+    let upstream_on = shared.config().mailbox.upstream;
+    // Without auth every followed mailbox may be sent to (when upstream is
+    // on); with it, those the token's `publish` claim grants.
+    let mut publish: Option<Vec<String>> = shared.auth().is_some().then(Vec::new);
     let mut from_cookie = false;
-    if let Some(auth) = &shared.auth
+    if let Some(auth) = &*shared.auth()
         && names.iter().any(|name| auth.needs_token(name))
     {
         let found = crate::auth::find_token(
@@ -60,8 +65,19 @@ pub fn handle(
             let grant = auth.check(found.map(|(token, _)| token), name)?;
             token_expires_at =
                 Some(token_expires_at.map_or(grant.expires_at, |e| e.min(grant.expires_at)));
+            subject = grant.subject.map(Into::into);
+            publish = Some(grant.publish);
         }
     }
+    let upstream = match (upstream_on, &publish) {
+        (false, _) => Vec::new(),
+        (true, None) => names.iter().map(|n| n.as_str().into()).collect(),
+        (true, Some(claim)) => names
+            .iter()
+            .filter(|n| crate::auth::grants(claim, n))
+            .map(|n| n.as_str().into())
+            .collect(),
+    };
     let follows = names
         .into_iter()
         .zip(cursors)
@@ -86,6 +102,8 @@ pub fn handle(
         head_only: req.method() == Method::Head,
         token_expires_at,
         websocket_key,
+        subject,
+        upstream,
     })))
 }
 

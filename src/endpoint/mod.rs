@@ -89,6 +89,11 @@ pub struct Subscribe {
     pub token_expires_at: Option<u64>,
     /// The client's `Sec-WebSocket-Key`, for the 101.
     pub websocket_key: Option<Box<[u8]>>,
+    /// The token's `sub` claim: the subject of presence and upstream events.
+    pub subject: Option<std::sync::Arc<str>>,
+    /// With `mailbox.upstream` on: the followed mailboxes this client may
+    /// send to (all without auth; those the `publish` claim grants with).
+    pub upstream: Vec<std::sync::Arc<str>>,
 }
 
 impl Subscribe {
@@ -116,7 +121,7 @@ pub enum Outcome {
 
 /// Routes and runs the endpoint for one request.
 pub fn handle(req: &Request<'_>, ctx: &Context, shared: &Shared) -> Result<Outcome, HttpError> {
-    match route(req, &shared.config.mailbox.url_prefix) {
+    match route(req, &shared.config().mailbox.url_prefix) {
         Endpoint::Mailbox(raw_name) => mailbox::handle(req, raw_name, ctx, shared),
         Endpoint::ClientScript(script) => script::respond(req, script),
         Endpoint::Server => match req.method() {

@@ -1,5 +1,6 @@
 //! The acceptor thread: accepts backend connections and hands them out
-//! round-robin, sweeps the store once a second, notes SIGHUP, and on
+//! round-robin, sweeps the store once a second, reloads the config on
+//! SIGHUP (`reload`), and on
 //! SIGTERM/SIGINT (or [`super::Gateway::stop`]) shuts the gateway down in
 //! two steps: first every worker stops taking publishes and posts what it
 //! announced; then every worker answers its polls, ends its streams and
@@ -52,6 +53,10 @@ pub struct Acceptor {
     pub accept_blocked: bool,
     /// That was logged; said again only after an accept has worked.
     pub blocked_logged: bool,
+    /// SIGHUP's config reload.
+    pub reloader: super::reload::Reloader,
+    /// The metrics listener's thread, stopped last.
+    pub ops: Option<crate::ops::OpsHandle>,
 }
 
 impl Acceptor {
@@ -96,10 +101,8 @@ impl Acceptor {
                         if let Some(signals) = signals.as_mut() {
                             drain(&mut signals.reload);
                         }
-                        warn!(
-                            "SIGHUP received: reloading the config is not supported yet; \
-                             still running with the config read at start (restart to apply changes)"
-                        );
+                        info!("SIGHUP received: reloading the config");
+                        self.reloader.reload(&self.shared);
                     }
                     STOP => break 'serve,
                     _ => {}
@@ -113,6 +116,9 @@ impl Acceptor {
         }
 
         info!("shutting down: no longer accepting, answering waiting clients");
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
         // Closing the listeners first means new clients are refused at once
         // instead of queueing behind a gateway that is going away.
         drop(listeners);
@@ -126,6 +132,9 @@ impl Acceptor {
             }
         }
         drop(socket_file);
+        if let Some(ops) = self.ops.take() {
+            ops.stop();
+        }
         info!("stopped");
     }
 
@@ -133,7 +142,7 @@ impl Acceptor {
     /// posted the announcements of the publishes it acknowledged.
     fn stop_publishing(&self) {
         let shared = &self.shared;
-        let deadline = Instant::now() + shared.config.server.shutdown_timeout;
+        let deadline = Instant::now() + shared.config().server.shutdown_timeout;
         let deadline_ms = deadline.duration_since(shared.started).as_millis() as u64;
         shared
             .stop_deadline_ms

@@ -10,6 +10,9 @@
 
 mod acceptor;
 mod files;
+mod reload;
+
+pub use reload::apply_log_level;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use crate::reactor::{WAKER, Worker};
 use crate::shared::{IpLimiter, Peer, Shared};
 use crate::store::{Store, StoreLimits};
 use acceptor::{Acceptor, Listeners, Signals};
+use reload::Reloader;
 
 #[derive(Debug)]
 pub struct StartError(pub String);
@@ -41,11 +45,33 @@ fn start_error(what: &str) -> impl Fn(std::io::Error) -> StartError + '_ {
     move |e| StartError(format!("{what}: {e}"))
 }
 
-/// Runs the gateway until SIGTERM or SIGINT.
+/// Runs the gateway until SIGTERM or SIGINT. SIGHUP has no file to
+/// re-read: use [`run_loaded`] for that.
 pub fn run(config: Config) -> Result<(), StartError> {
-    let gateway = Gateway::launch(config, true)?;
+    let gateway = Gateway::launch(config, true, Reloader::none())?;
     gateway.wait();
     Ok(())
+}
+
+/// Runs the gateway from a loaded config file until SIGTERM or SIGINT;
+/// SIGHUP re-reads that file (`reload`).
+pub fn run_loaded(loaded: crate::config::Loaded) -> Result<(), StartError> {
+    let reloader = Reloader {
+        path: Some(loaded.path),
+        settings: loaded.settings,
+    };
+    let gateway = Gateway::launch(loaded.config, true, reloader)?;
+    gateway.wait();
+    Ok(())
+}
+
+impl Reloader {
+    fn none() -> Reloader {
+        Reloader {
+            path: None,
+            settings: Vec::new(),
+        }
+    }
 }
 
 /// A gateway running in this process: what `run` uses, and what tests and
@@ -60,7 +86,7 @@ impl Gateway {
     /// Binds, starts the workers and the acceptor, and returns at once.
     /// Signals are left to the embedding program; call [`Gateway::stop`].
     pub fn start(config: Config) -> Result<Gateway, StartError> {
-        Gateway::launch(config, false)
+        Gateway::launch(config, false, Reloader::none())
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -82,7 +108,11 @@ impl Gateway {
         }
     }
 
-    fn launch(config: Config, handle_signals: bool) -> Result<Gateway, StartError> {
+    fn launch(
+        config: Config,
+        handle_signals: bool,
+        reloader: Reloader,
+    ) -> Result<Gateway, StartError> {
         files::raise_open_file_limit(
             config.server.max_connections as u64,
             config.worker_count() as u64,
@@ -164,8 +194,10 @@ impl Gateway {
         let store = Store::local(StoreLimits::from_config(&config.mailbox), workers);
         let (stopped, stopped_acks) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
-            config,
-            auth,
+            config: arc_swap::ArcSwap::from_pointee(config),
+            auth: arc_swap::ArcSwapOption::from(auth.map(Arc::new)),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            event_listeners: std::sync::atomic::AtomicU64::new(0),
             store,
             peers,
             metrics: Metrics::default(),
@@ -176,6 +208,13 @@ impl Gateway {
             stop_deadline_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             started: Instant::now(),
         });
+        let metrics_listen = shared.config().metrics.listen;
+        let ops = crate::ops::spawn(shared.clone()).map_err(|e| {
+            StartError(format!(
+                "cannot listen for metrics on {}: {e}",
+                metrics_listen.map_or("-".to_string(), |a| a.to_string())
+            ))
+        })?;
         let mut threads = Vec::with_capacity(workers);
         for (id, ((worker_poll, inbox), listener)) in polls
             .into_iter()
@@ -202,6 +241,8 @@ impl Gateway {
             next_backend_worker: 0,
             accept_blocked: false,
             blocked_logged: false,
+            reloader,
+            ops: Some(ops),
         };
         let thread = std::thread::Builder::new()
             .name("acceptor".into())

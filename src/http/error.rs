@@ -7,6 +7,10 @@ use std::borrow::Cow;
 
 use super::Status;
 use crate::auth::Denied;
+use crate::metrics::Unavailable;
+
+/// The 503 text when a remote store does not answer an attach in time.
+pub const STORE_TIMEOUT: &str = "the store did not answer";
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +22,10 @@ pub struct HttpError {
     /// Close the connection after the answer (the request stream cannot be
     /// trusted any more: a malformed head, a body we would have to skip).
     pub close: bool,
+    /// The token check that refused, for the metrics' reasons.
+    pub denied: Option<Denied>,
+    /// The limit behind a 503, for the metrics' causes.
+    pub cause: Option<Unavailable>,
 }
 
 impl HttpError {
@@ -37,11 +45,22 @@ impl HttpError {
             why: why.into(),
             headers,
             close: false,
+            denied: None,
+            cause: None,
         }
     }
 
     pub fn bad_request(why: &'static str) -> HttpError {
         HttpError::new(Status::BadRequest, why)
+    }
+
+    /// Why a 503 was given, as the metrics count it.
+    pub fn unavailable(&self) -> Unavailable {
+        match self.cause {
+            Some(cause) => cause,
+            None if self.why == STORE_TIMEOUT => Unavailable::StoreTimeout,
+            None => Unavailable::Other,
+        }
     }
 
     /// The answer ends the connection.
@@ -66,7 +85,15 @@ impl From<StoreError> for HttpError {
             StoreError::BadName => Status::BadRequest,
             _ => Status::ServiceUnavailable,
         };
-        HttpError::new(status, e.to_string())
+        let cause = match e {
+            StoreError::TooManyMailboxes { .. } => Some(Unavailable::Mailboxes),
+            StoreError::TooManySubscribers { .. } => Some(Unavailable::Subscribers),
+            StoreError::OutOfMemory { .. } => Some(Unavailable::Memory),
+            _ => None,
+        };
+        let mut error = HttpError::new(status, e.to_string());
+        error.cause = cause;
+        error
     }
 }
 
@@ -79,6 +106,8 @@ impl From<Denied> for HttpError {
         } else {
             Status::Unauthorized
         };
-        HttpError::new(status, denied.reason())
+        let mut error = HttpError::new(status, denied.reason());
+        error.denied = Some(denied);
+        error
     }
 }

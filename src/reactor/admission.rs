@@ -12,7 +12,7 @@ use crate::shared::Shared;
 /// accepted: true if it may stay (and is now counted as open); false if it
 /// was answered 503 and is to be dropped.
 pub fn admit(shared: &Shared, sock: &mut mio::net::TcpStream, addr: SocketAddr) -> bool {
-    let server = &shared.config.server;
+    let server = &shared.config().server;
     let metrics = &shared.metrics;
     metrics::inc(&metrics.connections_total);
     // One atomic step: workers admitting at once cannot overshoot the cap.

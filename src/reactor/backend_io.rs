@@ -27,7 +27,7 @@ impl Worker {
             warn!("cannot register backend connection: {e}");
             return;
         }
-        let config = &self.shared.config.mailbox;
+        let config = &self.shared.config().mailbox;
         let budget = self.shared.backend_budget.clone();
         let backend = entry.insert(BackendConn::with_budget(sock, key as u64, config, budget));
         metrics::inc(&self.shared.metrics.backend_connections_open);
@@ -88,7 +88,17 @@ impl Worker {
         let backend = &mut self.backends[key];
         if !backend.dead {
             backend.dead = true;
+            let listening = backend.is_listening();
             self.dead_backends.push(key);
+            self.note_listening(listening, false);
+        }
+    }
+
+    /// Writes what is queued for a backend (events between its commands).
+    pub(super) fn flush_backend(&mut self, key: usize) {
+        match self.backends[key].flush() {
+            Ok(_) => self.after_backend_io(key),
+            Err(_) => self.kill_backend(key),
         }
     }
 
@@ -112,17 +122,23 @@ impl Worker {
         let now = self.now();
         let mut hub = WorkerHub {
             shared: &self.shared,
+            config: self.shared.config(),
             outbox: &mut self.outbox,
             now,
             announced: self.announced,
+            commands: &mut self.counts.backend_commands,
         };
         let backend = &mut self.backends[key];
+        let was_listening = backend.is_listening();
         let waiting = backend.execute_buffered(&mut hub);
         self.announced = hub.announced;
+        let is_listening = backend.is_listening();
+        self.note_listening(was_listening, is_listening);
         if waiting {
             // The turn's fan-out is full: the rest after this turn's writes.
             self.again.push(backend_token(key));
         }
+        let backend = &mut self.backends[key];
         match backend.flush() {
             Ok(done) if done && (backend.closing || eof) => return self.kill_backend(key),
             // The client half-closed: finish writing, then close.

@@ -41,8 +41,10 @@ impl Worker {
             {
                 s.slot = sub.slot;
             }
-            self.detach_one(&sub.mailbox);
+            let last = self.detach_one(&sub.mailbox);
+            self.announce_leave(key, &sub.mailbox, last);
         }
+        self.presence.remove(&key);
     }
 
     /// Hands a published message to this worker's subscribers of its mailbox.
@@ -52,6 +54,10 @@ impl Worker {
         // worker reuses, so fan-out allocates nothing per subscriber.
         let mut keys = std::mem::take(&mut self.fanout_keys);
         if self.subs.keys_into(&message.mailbox, &mut keys) {
+            // Once per message and worker, on the real clock: the loop's
+            // clock is only as fine as a turn.
+            let waited = std::time::Instant::now().saturating_duration_since(message.published_at);
+            self.counts.latency.observe(waited);
             for &key in &keys {
                 self.deliver_to(key as usize, message);
             }
@@ -104,6 +110,7 @@ impl Worker {
             .store
             .read_after(mailbox, &sub.cursor, self.now());
         if missed {
+            self.counts.missed += 1;
             let conn = &mut self.conns[key];
             let marker = &mut self.scratch.head;
             marker.clear();
@@ -118,7 +125,10 @@ impl Worker {
                 }
                 _ => {}
             }
-            if conn.send(&[Part::Copy(marker)]).is_err() {
+            if conn
+                .send(&mut self.counts.bytes_out, &[Part::Copy(marker)])
+                .is_err()
+            {
                 return self.kill(key);
             }
             if messages.is_empty() {
@@ -138,8 +148,8 @@ impl Worker {
     /// Writes one message to a stream or WebSocket connection, then applies
     /// the stream limits. Returns false if the connection is gone or ended.
     pub(super) fn send_to_stream(&mut self, key: usize, message: &Arc<Message>) -> bool {
-        let max_pending = self.shared.config.mailbox.max_pending_bytes;
-        let max_bytes = self.shared.config.mailbox.stream_max_bytes;
+        let max_pending = self.shared.config().mailbox.max_pending_bytes;
+        let max_bytes = self.shared.config().mailbox.stream_max_bytes;
         let conn = &mut self.conns[key];
         if let Some(sub) = conn.subs.get_mut(&message.mailbox) {
             sub.cursor = message.cursor;
@@ -152,7 +162,10 @@ impl Worker {
                 } else {
                     Encoding::WsFrame
                 };
-                conn.send(&[Part::Shared(encoded(message, frame))])
+                conn.send(
+                    &mut self.counts.bytes_out,
+                    &[Part::Shared(encoded(message, frame))],
+                )
             }
             Phase::Stream(s) => {
                 let composite = &mut self.scratch.cursor;
@@ -166,7 +179,7 @@ impl Worker {
                     named.then_some(&composite[..]),
                     &mut self.scratch.head,
                 );
-                conn.send(&parts)
+                conn.send(&mut self.counts.bytes_out, &parts)
             }
             _ => return false,
         };
@@ -174,7 +187,7 @@ impl Worker {
             self.kill(key);
             return false;
         }
-        self.deliveries += 1;
+        self.counts.deliveries += 1;
         if conn.out.pending_bytes() > max_pending {
             // A reader this slow would make us buffer without bound. It
             // resumes from its cursor and loses nothing still retained.
@@ -293,6 +306,7 @@ impl Worker {
                 sub.cursor = store.position(mailbox, now);
             }
         }
+        self.counts.missed += missed.len() as u64;
         (messages, missed)
     }
 }

@@ -63,7 +63,7 @@ impl Worker {
             return;
         }
         entry.insert(Conn::new(sock, addr.ip()));
-        self.set_deadline(key, self.after(self.shared.config.server.header_timeout));
+        self.set_deadline(key, self.after(self.shared.config().server.header_timeout));
         if self.shutdown_deadline.is_some() {
             self.kill(key);
         }
@@ -105,7 +105,10 @@ impl Worker {
                 self.scratch.head.clear();
                 if ws.take_pong(&mut self.scratch.head)
                     && conn
-                        .send(&[crate::out::Part::Copy(&self.scratch.head)])
+                        .send(
+                            &mut self.counts.bytes_out,
+                            &[crate::out::Part::Copy(&self.scratch.head)],
+                        )
                         .is_err()
                 {
                     self.kill(key);
@@ -148,6 +151,7 @@ impl Worker {
                 }
                 Err(_) => 0,
             };
+            self.counts.bytes_in += n as u64;
             if n == 0 {
                 conn.peer_closed = true;
             }
@@ -164,7 +168,7 @@ impl Worker {
         }
         let conn = &mut self.conns[key];
         let mut buf = std::mem::take(&mut conn.inbuf);
-        let cfg = &self.shared.config.server;
+        let cfg = &self.shared.config().server;
         let limit = cfg.max_request_header_size + cfg.max_request_body_size + READ_CHUNK;
         let mut eof = false;
         let mut budget = READ_BUDGET;
@@ -186,6 +190,7 @@ impl Worker {
                 Ok(n) => {
                     buf.truncate(start + n);
                     budget = budget.saturating_sub(n);
+                    self.counts.bytes_in += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     buf.truncate(start);
@@ -208,7 +213,7 @@ impl Worker {
 
     /// Keeps the unparsed tail of the scratch in the connection's own buffer.
     fn keep_tail(&mut self, key: usize, tail: &[u8]) {
-        let header_timeout = self.after(self.shared.config.server.header_timeout);
+        let header_timeout = self.after(self.shared.config().server.header_timeout);
         if let Some(conn) = self.conns.get_mut(key)
             && !conn.dead
             && !tail.is_empty()
@@ -250,13 +255,13 @@ impl Worker {
                 // A response may still be on its way: finish it, then close.
                 Phase::Head if !conn.out.is_empty() => {
                     conn.set_phase(Phase::Draining, &self.shared.metrics);
-                    let drain = self.after(self.shared.config.server.shutdown_timeout);
+                    let drain = self.after(self.shared.config().server.shutdown_timeout);
                     self.set_deadline(key, drain);
                 }
                 Phase::Head => self.kill(key),
                 Phase::Draining => {}
             }
-        } else if buf.len() - pos > self.shared.config.server.max_request_header_size
+        } else if buf.len() - pos > self.shared.config().server.max_request_header_size
             && !matches!(conn.phase(), Phase::Head | Phase::WebSocket(_))
         {
             // Pipelined bytes piling up behind a held response: abuse.
@@ -282,8 +287,8 @@ impl Worker {
     /// responses and the last one is written. Returns bytes used.
     fn process_requests(&mut self, key: usize, buf: &[u8]) -> usize {
         let mut pos = 0;
-        let max_head = self.shared.config.server.max_request_header_size;
-        let max_body = self.shared.config.server.max_request_body_size as u64;
+        let max_head = self.shared.config().server.max_request_header_size;
+        let max_body = self.shared.config().server.max_request_body_size as u64;
         loop {
             let conn = &mut self.conns[key];
             if conn.dead || !matches!(conn.phase(), Phase::Head) || pos >= buf.len() {

@@ -54,7 +54,7 @@ impl Worker {
         }
         // One shutdown-timeout for both steps, from when the acceptor began
         // (or from now, for a gateway stopped without the first step).
-        let own = self.after(self.shared.config.server.shutdown_timeout);
+        let own = self.after(self.shared.config().server.shutdown_timeout);
         let shared = &self.shared;
         let deadline = match shared
             .stop_deadline_ms
@@ -112,7 +112,7 @@ impl Worker {
 
     pub(super) fn release_http_slot(&self, ip: IpAddr) {
         metrics::dec(&self.shared.metrics.connections_open);
-        if self.shared.config.server.max_connections_per_ip > 0 {
+        if self.shared.config().server.max_connections_per_ip > 0 {
             self.shared.ip_limiter.release(ip);
         }
     }

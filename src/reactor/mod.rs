@@ -17,6 +17,7 @@
 mod admission;
 mod backend_io;
 mod delivery;
+mod events;
 mod http_io;
 mod lifecycle;
 mod respond;
@@ -113,11 +114,18 @@ pub struct Worker {
     clock: Instant,
     now_ms: u64,
     next_tick: u64,
-    /// Deliveries since the last tick, folded into the shared metrics.
-    deliveries: u64,
     /// Subscribers this turn's publishes were announced to (bounds a turn:
     /// `backend::TURN_DELIVERIES`).
     announced: u64,
+    /// Backends here in pub/sub mode (this worker's bit in
+    /// `Shared::event_listeners` is set while it is not 0).
+    listening_backends: usize,
+    /// Who each subscribed connection is, for leave events (only while
+    /// some backend listens).
+    presence: HashMap<usize, events::Presence>,
+    /// Per-message counts since the last tick, folded into the shared
+    /// metrics.
+    counts: crate::metrics::WorkerCounts,
     /// Backends are no longer read (shutdown's first step); the acceptor is
     /// told once this turn's announcements are posted.
     publishing_stopped: bool,
@@ -167,8 +175,10 @@ impl Worker {
             clock: Instant::now(),
             now_ms: 0,
             next_tick: TICK_MS,
-            deliveries: 0,
             announced: 0,
+            counts: Default::default(),
+            listening_backends: 0,
+            presence: HashMap::new(),
             publishing_stopped: false,
             stop_unacknowledged: false,
             inbox_more: false,
@@ -278,6 +288,7 @@ impl Worker {
             };
             match message {
                 ToWorker::Backend(sock) => self.adopt_backend(sock),
+                ToWorker::Event(event) => self.deliver_event(&event),
                 ToWorker::Deliver(batch) => {
                     self.shared.peers[self.id].taken(batch.len());
                     delivered += batch.len();

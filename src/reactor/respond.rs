@@ -13,7 +13,7 @@ use super::Worker;
 
 impl Worker {
     pub(super) fn handle_request(&mut self, key: usize, req: &Request<'_>) {
-        let cors = Cors::grant(req.origin, &self.shared.config.mailbox.cors_origins);
+        let cors = Cors::grant(req.origin, &self.shared.config().mailbox.cors_origins);
         let ctx = Context {
             http11: req.http11,
             keep_alive: req.keep_alive
@@ -35,7 +35,7 @@ impl Worker {
         http::write_head(head, response.status, ctx.http11, self.date.get());
         head.extend_from_slice(&response.headers);
         ctx.cors
-            .write_headers(head, &self.shared.config.mailbox.cors_origins);
+            .write_headers(head, &self.shared.config().mailbox.cors_origins);
         http::write_connection(head, ctx.http11, ctx.keep_alive);
         let body: &'static [u8] = match response.body {
             Body::Empty => b"",
@@ -46,7 +46,10 @@ impl Worker {
         }
         head.extend_from_slice(b"\r\n");
         let body = if response.head_only { b"" } else { body };
-        let result = self.conns[key].send(&[Part::Copy(head), Part::Static(body)]);
+        let result = self.conns[key].send(
+            &mut self.counts.bytes_out,
+            &[Part::Copy(head), Part::Static(body)],
+        );
         self.finish_response(key, result, ctx.keep_alive);
     }
 
@@ -63,10 +66,15 @@ impl Worker {
         keep_alive: bool,
         cors: &Cors,
     ) {
+        let m = &self.shared.metrics;
         match error.status {
-            Status::Unauthorized => metrics::inc(&self.shared.metrics.requests_unauthorized),
-            Status::Forbidden => metrics::inc(&self.shared.metrics.requests_forbidden),
+            Status::Unauthorized => metrics::inc(&m.requests_unauthorized),
+            Status::Forbidden => metrics::inc(&m.requests_forbidden),
+            Status::ServiceUnavailable => m.count_unavailable(error.unavailable()),
             _ => {}
+        }
+        if let Some(denied) = error.denied {
+            metrics::inc(&m.auth_failures[denied as usize]);
         }
         let keep_alive = keep_alive && !error.close && self.shutdown_deadline.is_none();
         let head = &mut self.scratch.head;
@@ -74,7 +82,7 @@ impl Worker {
         http::write_head(head, error.status, http11, self.date.get());
         head.extend_from_slice(b"Content-Type: application/json\r\nCache-Control: no-cache\r\n");
         head.extend_from_slice(error.headers);
-        cors.write_headers(head, &self.shared.config.mailbox.cors_origins);
+        cors.write_headers(head, &self.shared.config().mailbox.cors_origins);
         let body = &mut self.scratch.tail;
         body.clear();
         body.extend_from_slice(b"{\"error\":");
@@ -83,7 +91,10 @@ impl Worker {
         http::write_connection(head, http11, keep_alive);
         http::write_content_length(head, body.len());
         head.extend_from_slice(b"\r\n");
-        let result = self.conns[key].send(&[Part::Copy(head), Part::Copy(body)]);
+        let result = self.conns[key].send(
+            &mut self.counts.bytes_out,
+            &[Part::Copy(head), Part::Copy(body)],
+        );
         self.finish_response(key, result, keep_alive);
     }
 
@@ -100,11 +111,11 @@ impl Worker {
         let conn = &mut self.conns[key];
         if keep_alive && !conn.peer_closed {
             conn.set_phase(Phase::Head, &self.shared.metrics);
-            let idle = self.after(self.shared.config.server.keepalive_timeout);
+            let idle = self.after(self.shared.config().server.keepalive_timeout);
             self.set_deadline(key, idle);
         } else {
             conn.set_phase(Phase::Draining, &self.shared.metrics);
-            let drain = self.after(self.shared.config.server.shutdown_timeout);
+            let drain = self.after(self.shared.config().server.shutdown_timeout);
             self.set_deadline(key, drain);
             self.after_io(key);
         }

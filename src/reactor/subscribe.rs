@@ -55,7 +55,7 @@ impl Worker {
         let conn = &mut self.conns[key];
         conn.set_phase(Phase::Attaching(Box::new(attaching)), &self.shared.metrics);
         // A store that does not answer within a poll's time is down.
-        let limit = self.after(self.shared.config.mailbox.poll_timeout);
+        let limit = self.after(self.shared.config().mailbox.poll_timeout);
         self.set_deadline(key, limit);
     }
 
@@ -116,6 +116,15 @@ impl Worker {
             let cors = reply.cors.clone();
             return self.respond_error(key, e.into(), reply.http11, reply.keep_alive, &cors);
         }
+        for (follow, attach) in plan.follows.iter().zip(&attaches) {
+            self.counts.missed += u64::from(attach.missed);
+            if follow.since.is_some() {
+                match attach.missed {
+                    true => self.counts.resumes_missed += 1,
+                    false => self.counts.resumes_ok += 1,
+                }
+            }
+        }
         let expires_at = plan.token_expires_at.map(|t| self.unix_to_worker_ms(t));
         match plan.transport {
             Transport::WebSocket => self.start_websocket(key, plan, attaches, expires_at),
@@ -126,9 +135,10 @@ impl Worker {
         }
     }
 
-    /// Gives back one registration the store counted for us.
-    pub(super) fn detach_one(&self, mailbox: &str) {
-        self.shared.store.detach(mailbox, self.id, 1, self.now());
+    /// Gives back one registration the store counted for us; true if the
+    /// mailbox has no subscriber left.
+    pub(super) fn detach_one(&self, mailbox: &str) -> bool {
+        self.shared.store.detach(mailbox, self.id, 1, self.now())
     }
 
     /// When a stream ends by itself: `mailbox.stream-max-duration` or the
@@ -136,7 +146,7 @@ impl Worker {
     fn stream_end(&self, token_expiry: Option<u64>) -> Option<u64> {
         let by_duration = self
             .shared
-            .config
+            .config()
             .mailbox
             .stream_max_duration
             .map(|d| self.after(d));
@@ -147,7 +157,7 @@ impl Worker {
     }
 
     fn first_beat(&self, ends_at: Option<u64>) -> u64 {
-        let heartbeat = self.after(self.shared.config.mailbox.heartbeat);
+        let heartbeat = self.after(self.shared.config().mailbox.heartbeat);
         ends_at.map_or(heartbeat, |e| e.min(heartbeat))
     }
 
@@ -161,6 +171,7 @@ impl Worker {
         expires_at: Option<u64>,
     ) {
         if attaches.iter().all(|a| a.registered) {
+            self.announce_joins(key, &plan, &attaches);
             for (follow, attach) in plan.follows.iter().zip(&attaches) {
                 self.subscribe_local(key, &follow.mailbox, attach.position);
             }
@@ -170,7 +181,7 @@ impl Worker {
                 ready_more: false,
             };
             self.conns[key].set_phase(Phase::Held(held), &self.shared.metrics);
-            let timeout = self.after(self.shared.config.mailbox.poll_timeout);
+            let timeout = self.after(self.shared.config().mailbox.poll_timeout);
             self.set_deadline(key, expires_at.map_or(timeout, |e| e.min(timeout)));
             return;
         }
@@ -214,13 +225,13 @@ impl Worker {
             reply,
             answer,
             self.date.get(),
-            &self.shared.config.mailbox.cors_origins,
+            &self.shared.config().mailbox.cors_origins,
             &mut self.scratch.poll,
         );
-        let result = conn.send_all(&parts);
+        let result = conn.send_all(&mut self.counts.bytes_out, &parts);
         drop(parts);
         if !answer.head_only {
-            self.deliveries += answer.messages.len() as u64;
+            self.counts.deliveries += answer.messages.len() as u64;
         }
         self.finish_response(key, result, reply.keep_alive);
     }
@@ -272,18 +283,24 @@ impl Worker {
         attaches: Vec<Attach>,
         expires_at: Option<u64>,
     ) {
+        if !plan.head_only {
+            self.announce_joins(key, &plan, &attaches);
+        }
         let reply = plan.reply;
-        let cors_origins = &self.shared.config.mailbox.cors_origins;
+        let cors_origins = &self.shared.config().mailbox.cors_origins;
         let head = &mut self.scratch.head;
         head.clear();
         stream::write_head(kind, &reply, self.date.get(), cors_origins, head);
         if plan.head_only {
-            let result = self.conns[key].send(&[Part::Copy(&self.scratch.head)]);
+            let result = self.conns[key].send(
+                &mut self.counts.bytes_out,
+                &[Part::Copy(&self.scratch.head)],
+            );
             return self.finish_response(key, result, reply.keep_alive && reply.http11);
         }
         let opening = &mut self.scratch.tail;
         opening.clear();
-        let retry_ms = self.shared.config.mailbox.sse_retry.as_millis();
+        let retry_ms = self.shared.config().mailbox.sse_retry.as_millis();
         stream::write_preamble(kind, retry_ms, opening);
         let named = plan.follows.len() > 1;
         for (follow, attach) in plan.follows.iter().zip(&attaches) {
@@ -319,12 +336,15 @@ impl Worker {
         let beat = self.first_beat(ends_at);
         self.set_deadline(key, beat);
         if self.conns[key]
-            .send(&[Part::Copy(&self.scratch.head)])
+            .send(
+                &mut self.counts.bytes_out,
+                &[Part::Copy(&self.scratch.head)],
+            )
             .is_err()
         {
-            // Registered, but not yet on our lists: detach by hand.
-            for follow in follows {
-                self.detach_one(&follow.mailbox);
+            // On our lists first, so reaping detaches (and announces) them.
+            for (follow, attach) in follows.iter().zip(&attaches) {
+                self.subscribe_local(key, &follow.mailbox, attach.position);
             }
             return self.kill(key);
         }
@@ -353,7 +373,10 @@ impl Worker {
             Phase::WebSocket(_) => ws_session::write_going_away(&mut self.scratch.head),
             _ => {}
         }
-        let result = conn.send(&[Part::Copy(&self.scratch.head)]);
+        let result = conn.send(
+            &mut self.counts.bytes_out,
+            &[Part::Copy(&self.scratch.head)],
+        );
         self.finish_response(key, result, false);
     }
 
@@ -380,7 +403,21 @@ impl Worker {
             }
         }
         let ends_at = self.stream_end(expires_at);
-        let phase = Phase::WebSocket(Box::new(WsState::new(ends_at)));
+        let config = self.shared.config();
+        let state = if config.mailbox.upstream {
+            let upstream = ws_session::Upstream {
+                mailboxes: plan.upstream.clone(),
+                subject: plan.subject.clone(),
+                multiplexed: named,
+                received: Vec::new(),
+            };
+            WsState::with_upstream(ends_at, upstream, config.mailbox.max_message_size)
+        } else {
+            WsState::new(ends_at)
+        };
+        drop(config);
+        let phase = Phase::WebSocket(Box::new(state));
+        self.announce_joins(key, &plan, &attaches);
         self.open(key, phase, &plan.follows, attaches, ends_at);
     }
 
@@ -391,6 +428,17 @@ impl Worker {
         };
         self.scratch.head.clear();
         let (used, step) = ws_session::read_frames(ws, buf, &mut self.scratch.head);
+        if let Some(up) = ws.upstream.as_mut()
+            && !up.received.is_empty()
+        {
+            let received = std::mem::take(&mut up.received);
+            let (mailboxes, subject, multiplexed) =
+                (up.mailboxes.clone(), up.subject.clone(), up.multiplexed);
+            for text in received {
+                self.upstream_message(&mailboxes, subject.as_deref(), multiplexed, &text);
+            }
+        }
+        let conn = &mut self.conns[key];
         match step {
             // An owed pong goes out now if nothing is queued ahead of it.
             Step::NeedMore => self.after_io(key),
@@ -399,7 +447,10 @@ impl Worker {
                     metrics::inc(&self.shared.metrics.websocket_violations);
                     debug!("{}: websocket violation: {reason}", conn.peer);
                 }
-                let _ = conn.send(&[Part::Copy(&self.scratch.head)]);
+                let _ = conn.send(
+                    &mut self.counts.bytes_out,
+                    &[Part::Copy(&self.scratch.head)],
+                );
                 self.close_websocket(key);
             }
         }
@@ -410,7 +461,7 @@ impl Worker {
     fn close_websocket(&mut self, key: usize) {
         self.unsubscribe(key);
         self.conns[key].set_phase(Phase::Draining, &self.shared.metrics);
-        let drain = self.after(self.shared.config.server.shutdown_timeout);
+        let drain = self.after(self.shared.config().server.shutdown_timeout);
         self.set_deadline(key, drain);
         self.after_io(key);
     }

@@ -135,13 +135,7 @@ impl Worker {
             self.accept_http();
         }
         self.date.refresh();
-        if self.deliveries > 0 {
-            self.shared
-                .metrics
-                .deliveries
-                .fetch_add(self.deliveries, std::sync::atomic::Ordering::Relaxed);
-            self.deliveries = 0;
-        }
+        self.shared.metrics.fold(&mut self.counts);
         let due = self.timers.expire(&mut self.conns, self.now_ms);
         for &key in &due {
             if self.conns.get(key as usize).is_some_and(|c| !c.dead) {
@@ -152,7 +146,7 @@ impl Worker {
     }
 
     fn on_deadline(&mut self, key: usize) {
-        let heartbeat = Self::ms(self.shared.config.mailbox.heartbeat);
+        let heartbeat = Self::ms(self.shared.config().mailbox.heartbeat);
         let now = self.now_ms;
         let conn = &mut self.conns[key];
         let mut next = u64::MAX;
@@ -174,7 +168,10 @@ impl Worker {
             }
             Phase::Attaching(_) => {
                 // The store did not answer in time: the client retries.
-                let error = HttpError::new(Status::ServiceUnavailable, "the store did not answer");
+                let error = HttpError::new(
+                    Status::ServiceUnavailable,
+                    crate::http::error::STORE_TIMEOUT,
+                );
                 return self.respond_error(
                     key,
                     error.closing(),
@@ -207,7 +204,10 @@ impl Worker {
             }
             Phase::Draining => return self.kill(key),
         }
-        let result = conn.send(&[crate::out::Part::Copy(&self.scratch.head)]);
+        let result = conn.send(
+            &mut self.counts.bytes_out,
+            &[crate::out::Part::Copy(&self.scratch.head)],
+        );
         if result.is_err() {
             return self.kill(key);
         }

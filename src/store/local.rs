@@ -127,6 +127,7 @@ pub struct LocalStore {
     next_generation: AtomicU64,
     mailboxes: AtomicUsize,
     retained_bytes: AtomicUsize,
+    retained_messages: AtomicUsize,
     /// Payload plus cached encodings of retained messages; shared with each
     /// message, which adds its encodings as they are built.
     memory: Arc<AtomicUsize>,
@@ -156,6 +157,7 @@ impl LocalStore {
             next_generation: AtomicU64::new(1),
             mailboxes: AtomicUsize::new(0),
             retained_bytes: AtomicUsize::new(0),
+            retained_messages: AtomicUsize::new(0),
             memory: Arc::new(AtomicUsize::new(0)),
             workers,
             limits,
@@ -173,6 +175,10 @@ impl LocalStore {
 
     pub fn retained_bytes(&self) -> usize {
         self.retained_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn retained_messages(&self) -> usize {
+        self.retained_messages.load(Ordering::Relaxed)
     }
 
     pub fn memory_used(&self) -> usize {
@@ -246,6 +252,7 @@ impl LocalStore {
             let len = old.payload.len();
             mailbox.bytes -= len;
             self.retained_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.retained_messages.fetch_sub(1, Ordering::Relaxed);
             self.memory
                 .fetch_sub(len + old.release_encodings(), Ordering::Relaxed);
         }
@@ -355,6 +362,7 @@ impl LocalStore {
         mailbox.bytes += len;
         mailbox.idle_since = None;
         self.retained_bytes.fetch_add(len, Ordering::Relaxed);
+        self.retained_messages.fetch_add(1, Ordering::Relaxed);
         self.memory.fetch_add(len, Ordering::Relaxed);
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(Published {
@@ -435,11 +443,14 @@ impl LocalStore {
             Register::IfIdle => backlog.is_empty() && !missed,
             Register::Never => false,
         };
+        let mut first = false;
         if wants {
             let limit = self.limits.max_subscribers;
-            if limit > 0 && mailbox.subscriber_total() >= limit as u64 {
+            let total = mailbox.subscriber_total();
+            if limit > 0 && total >= limit as u64 {
                 return Err(StoreError::TooManySubscribers { limit });
             }
+            first = total == 0;
             mailbox.subscribers[worker] += 1;
         }
         mailbox.touch_idle(now);
@@ -448,6 +459,7 @@ impl LocalStore {
             missed,
             position,
             registered: wants,
+            first,
         })
     }
 
@@ -479,11 +491,13 @@ impl LocalStore {
             Some(c) if !missed => *c,
             _ => unborn,
         };
+        let first = wants && self.entry_total(shard, name) == 1;
         Ok(Attach {
             backlog: Vec::new(),
             missed,
             position,
             registered: wants,
+            first,
         })
     }
 
@@ -514,16 +528,27 @@ impl LocalStore {
         }
     }
 
-    pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) {
+    /// True when that left the mailbox without subscribers (on any
+    /// worker): presence's `leave`.
+    pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) -> bool {
         let mut shard = self.shard(name);
-        if let Some(mailbox) = shard.boxes.get_mut(name) {
-            let n = &mut mailbox.subscribers[worker];
-            debug_assert!(*n >= count, "detaching more subscribers than attached");
-            *n = n.saturating_sub(count);
-            mailbox.touch_idle(now);
-            // A waiting subscriber's entry goes with it.
-            self.forget_if_unneeded(&mut shard, name, now, self.grace());
-        }
+        let Some(mailbox) = shard.boxes.get_mut(name) else {
+            return false;
+        };
+        let n = &mut mailbox.subscribers[worker];
+        debug_assert!(*n >= count, "detaching more subscribers than attached");
+        let had = *n > 0 && count > 0;
+        *n = n.saturating_sub(count);
+        mailbox.touch_idle(now);
+        let last = had && mailbox.subscriber_total() == 0;
+        // A waiting subscriber's entry goes with it.
+        self.forget_if_unneeded(&mut shard, name, now, self.grace());
+        last
+    }
+
+    /// Subscribers of `name` on all workers (under its shard's lock).
+    fn entry_total(&self, shard: &Shard, name: &str) -> u64 {
+        shard.boxes.get(name).map_or(0, Mailbox::subscriber_total)
     }
 
     /// DEL: drops the retained messages and starts a new incarnation, so every

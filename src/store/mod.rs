@@ -144,6 +144,9 @@ pub struct Attach {
     /// Where the subscriber stands after the backlog.
     pub position: Cursor,
     pub registered: bool,
+    /// This subscriber is the mailbox's first (on any worker): presence's
+    /// `join`.
+    pub first: bool,
 }
 
 /// Names one operation a store will finish later.
@@ -193,6 +196,13 @@ impl Store {
     pub fn retained_bytes(&self) -> usize {
         match self {
             Store::Local(s) => s.retained_bytes(),
+        }
+    }
+
+    /// Messages retained.
+    pub fn retained_messages(&self) -> usize {
+        match self {
+            Store::Local(s) => s.retained_messages(),
         }
     }
 
@@ -254,8 +264,9 @@ impl Store {
         }
     }
 
-    /// Forgets `count` subscribers of `name` on `worker`.
-    pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) {
+    /// Forgets `count` subscribers of `name` on `worker`; true when none
+    /// is left on any worker (presence's `leave`).
+    pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) -> bool {
         match self {
             Store::Local(s) => s.detach(name, worker, count, now),
         }

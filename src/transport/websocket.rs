@@ -166,8 +166,8 @@ pub enum Inbound {
         code: Option<u16>,
         reason: Vec<u8>,
     },
-    /// A complete client data message was received (and dropped: the
-    /// gateway does not route client data yet).
+    /// A complete client data message was received: dropped, or, when the
+    /// decoder keeps text, its text is in [`InboundDecoder::take_text`].
     Message,
 }
 
@@ -297,6 +297,11 @@ pub struct InboundDecoder {
     /// Set while a message is open; it outlives frames when fragmented.
     /// Whenever `frame` is `Payload`, this is `Some`.
     message: Option<Message>,
+    /// Keep text messages (`mailbox.upstream`): `text` collects the open
+    /// one, `done` holds the last complete one until taken.
+    keep_text: bool,
+    text: Vec<u8>,
+    done: Option<Vec<u8>>,
 }
 
 impl InboundDecoder {
@@ -305,7 +310,23 @@ impl InboundDecoder {
             max_message_size,
             frame: Frame::Header,
             message: None,
+            keep_text: false,
+            text: Vec::new(),
+            done: None,
         }
+    }
+
+    /// Keep the text of each text message, for [`InboundDecoder::take_text`]
+    /// (binary messages are still dropped unread).
+    pub fn keeping_text(mut self) -> Self {
+        self.keep_text = true;
+        self
+    }
+
+    /// The text of the message the last [`Inbound::Message`] reported, if
+    /// it was a text message and text is kept.
+    pub fn take_text(&mut self) -> Option<Vec<u8>> {
+        self.done.take()
     }
 
     /// Consumes a prefix of `buf` (unmasking in place where it needs to look
@@ -448,6 +469,9 @@ impl InboundDecoder {
             if !message.utf8.feed(piece) {
                 return violation(CLOSE_INVALID_DATA, "text message is not UTF-8");
             }
+            if self.keep_text {
+                self.text.extend_from_slice(piece);
+            }
         }
         payload.mask_offset = (payload.mask_offset + take) % 4;
         payload.remaining -= take as u64;
@@ -460,6 +484,9 @@ impl InboundDecoder {
         }
         if message.opcode == Opcode::Text && !message.utf8.is_complete() {
             return violation(CLOSE_INVALID_DATA, "text message ends inside a character");
+        }
+        if self.keep_text && message.opcode == Opcode::Text {
+            self.done = Some(std::mem::take(&mut self.text));
         }
         self.message = None;
         Ok((take, Some(Inbound::Message)))

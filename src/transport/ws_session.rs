@@ -5,9 +5,21 @@
 use super::websocket::{self, CLOSE_GOING_AWAY, CLOSE_NORMAL, Inbound, InboundDecoder};
 use crate::http::{self, HttpError, Method, Request, Status};
 
-/// Client WebSocket messages are ignored for now; anything larger than this
-/// is refused (1009) rather than skipped forever.
+/// Without `mailbox.upstream`, client messages are ignored; anything larger
+/// than this is refused (1009) rather than skipped forever. With it, the
+/// limit is `mailbox.max-message-size`.
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// Where a client's text messages go (`mailbox.upstream`).
+pub struct Upstream {
+    /// The followed mailboxes it may send to.
+    pub mailboxes: Vec<std::sync::Arc<str>>,
+    pub subject: Option<std::sync::Arc<str>>,
+    /// Several mailboxes followed: a message names its mailbox.
+    pub multiplexed: bool,
+    /// Complete text messages read and not yet handed on.
+    pub received: Vec<Vec<u8>>,
+}
 
 pub struct WsState {
     pub decoder: InboundDecoder,
@@ -23,6 +35,8 @@ pub struct WsState {
     /// When the connection ends by itself (stream-max-duration or the
     /// token's expiry), in ms on the worker clock.
     pub ends_at: Option<u64>,
+    /// Set when client messages go upstream.
+    pub upstream: Option<Box<Upstream>>,
 }
 
 impl WsState {
@@ -33,6 +47,17 @@ impl WsState {
             pong_owed: None,
             sent: 0,
             ends_at,
+            upstream: None,
+        }
+    }
+
+    /// A session whose text messages are kept for `upstream` (up to
+    /// `max_message` bytes each).
+    pub fn with_upstream(ends_at: Option<u64>, upstream: Upstream, max_message: usize) -> WsState {
+        WsState {
+            decoder: InboundDecoder::new(max_message).keeping_text(),
+            upstream: Some(Box::new(upstream)),
+            ..WsState::new(ends_at)
         }
     }
 
@@ -132,7 +157,12 @@ pub fn read_frames(ws: &mut WsState, buf: &mut [u8], out: &mut Vec<u8>) -> (usiz
                 ws.ping_outstanding = false;
                 match event {
                     Some(Inbound::Ping(payload)) => ws.pong_owed = Some(payload.into()),
-                    Some(Inbound::Pong(_)) | Some(Inbound::Message) | None => {}
+                    Some(Inbound::Message) => {
+                        if let (Some(text), Some(up)) = (ws.decoder.take_text(), &mut ws.upstream) {
+                            up.received.push(text);
+                        }
+                    }
+                    Some(Inbound::Pong(_)) | None => {}
                     Some(Inbound::Close { code, .. }) => {
                         // Echo the peer's code, as RFC 6455 5.5.1 suggests.
                         websocket::encode_close(code.unwrap_or(CLOSE_NORMAL), "", out);

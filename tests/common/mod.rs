@@ -3,6 +3,8 @@
 //! real sockets. Each test file includes this with `mod common;`.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;

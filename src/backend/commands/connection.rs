@@ -184,6 +184,7 @@ pub(super) fn reset<H: Hub>(session: &mut Session, hub: &H, out: &mut Vec<u8>) {
     session.proto = 2;
     session.name = None;
     session.authenticated = hub.password().is_none();
+    session.pubsub.clear();
     resp::simple(out, "RESET");
 }
 

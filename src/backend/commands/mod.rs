@@ -40,6 +40,9 @@ pub trait Hub {
     fn info(&mut self, section: Option<&str>, out: &mut String);
     /// `mailbox.backend-password`.
     fn password(&self) -> Option<&str>;
+    /// Counts one command by its top-level name (`unknown` for those not
+    /// in the table), for the metrics.
+    fn count_command(&mut self, _name: &str) {}
     /// Seconds since the gateway started, for INFO's `uptime_in_seconds`.
     fn uptime_secs(&self) -> Option<u64> {
         None
@@ -66,6 +69,8 @@ pub struct Session {
     pub authenticated: bool,
     pub lib_name: Option<Vec<u8>>,
     pub lib_ver: Option<Vec<u8>>,
+    /// SUBSCRIBE / PSUBSCRIBE to cometbox's event channels.
+    pub pubsub: super::events::PubSub,
 }
 
 impl Session {
@@ -77,6 +82,7 @@ impl Session {
             authenticated: !needs_auth,
             lib_name: None,
             lib_ver: None,
+            pubsub: Default::default(),
         }
     }
 }
@@ -334,16 +340,37 @@ pub fn execute<H: Hub>(
         return After::Continue; // the decoder never yields this; nothing to answer
     }
     let Some((cmd, spec)) = lookup(args, out) else {
+        hub.count_command("unknown");
         return After::Continue;
     };
+    hub.count_command(spec.name);
     if !spec.no_auth && !session.authenticated && hub.password().is_some() {
         resp::error(out, "NOAUTH Authentication required.");
+        return After::Continue;
+    }
+    if session.proto == 2
+        && session.pubsub.is_active()
+        && !pubsub::allowed_while_subscribed(spec.name)
+    {
+        resp::error(
+            out,
+            &format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                spec.name
+            ),
+        );
         return After::Continue;
     }
     // Arity is checked, so the arguments indexed below are there.
     let proto = session.proto;
     match cmd {
         Cmd::Publish => pubsub::publish(args[1], args[2], hub, out),
+        Cmd::Ping if proto == 2 && session.pubsub.is_active() => {
+            // Redis' pub/sub-mode PING: ["pong", message or ""].
+            resp::array_len(out, 2);
+            resp::bulk(out, b"pong");
+            resp::bulk(out, args.get(1).copied().unwrap_or(b""));
+        }
         Cmd::Ping => connection::ping(args, spec.name, out),
         Cmd::Echo => resp::bulk(out, args[1]),
         Cmd::Quit => {
@@ -356,8 +383,8 @@ pub fn execute<H: Hub>(
         Cmd::Select => connection::select(args[1], out),
         Cmd::Del => pubsub::del(&args[1..], hub, out),
         Cmd::Info => introspect::info(session, &args[1..], hub, out),
-        Cmd::Subscribe => pubsub::subscribe(spec.name, out),
-        Cmd::Unsubscribe => pubsub::unsubscribe(proto, spec.name, &args[1..], out),
+        Cmd::Subscribe => pubsub::subscribe(session, spec.name, &args[1..], out),
+        Cmd::Unsubscribe => pubsub::unsubscribe(session, spec.name, &args[1..], out),
         Cmd::ClientId => count(out, session.id),
         Cmd::ClientGetName => connection::client_getname(session, out),
         Cmd::ClientSetName => connection::client_setname(session, args[2], out),

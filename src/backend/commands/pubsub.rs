@@ -2,7 +2,8 @@
 //! PUBSUB introspection, and answers for SUBSCRIBE and friends, which
 //! cometbox serves over HTTP instead.
 
-use super::{Glob, Hub, HubError, count};
+use super::{Glob, Hub, HubError, Session, count};
+use crate::backend::events;
 use crate::backend::resp;
 
 /// Longest PUBSUB CHANNELS pattern. Matching costs pattern × name per
@@ -61,31 +62,77 @@ pub(super) fn numsub<H: Hub>(names: &[&[u8]], hub: &mut H, out: &mut Vec<u8>) {
     }
 }
 
-pub(super) fn subscribe(name: &str, out: &mut Vec<u8>) {
-    resp::error(
-        out,
-        &format!(
-            "ERR {} is not supported by cometbox: subscribe over HTTP at /mailbox/<name>",
-            name.to_ascii_uppercase()
-        ),
-    );
+/// `SUBSCRIBE` / `PSUBSCRIBE` to cometbox's own channels (presence and
+/// upstream events, `backend::events`); mailboxes are read over HTTP, so any
+/// other channel is refused, the whole command with it, before anything
+/// changes. Redis' reply: one `[kind, channel, count]` per channel.
+pub(super) fn subscribe(session: &mut Session, kind: &str, names: &[&[u8]], out: &mut Vec<u8>) {
+    let pattern = kind == "psubscribe";
+    if kind == "ssubscribe" || names.iter().any(|n| !events::is_ours(n, pattern)) {
+        return resp::error(
+            out,
+            &format!(
+                "ERR {} is not supported by cometbox for mailboxes: subscribe over HTTP at /mailbox/<name>; backends may subscribe to {} and {} (docs/protocol.md)",
+                kind.to_ascii_uppercase(),
+                events::EVENTS,
+                events::UPSTREAM,
+            ),
+        );
+    }
+    for name in names {
+        match pattern {
+            true => session.pubsub.psubscribe(name),
+            false => session.pubsub.subscribe(name),
+        }
+        resp::push_len(out, session.proto, 3);
+        resp::bulk(out, kind.as_bytes());
+        resp::bulk(out, name);
+        count(out, session.pubsub.count() as u64);
+    }
 }
 
-/// Nothing is ever subscribed: Redis then answers one `[kind, channel, 0]`
-/// per channel, or `[kind, null, 0]`.
-pub(super) fn unsubscribe(proto: u8, kind: &str, channels: &[&[u8]], out: &mut Vec<u8>) {
-    if channels.is_empty() {
+/// `UNSUBSCRIBE` / `PUNSUBSCRIBE` [names]: one `[kind, name, count left]`
+/// per name (all subscribed ones when none is given), or `[kind, null, n]`
+/// when there is nothing to leave, as Redis.
+pub(super) fn unsubscribe(session: &mut Session, kind: &str, names: &[&[u8]], out: &mut Vec<u8>) {
+    let pattern = kind == "punsubscribe";
+    let proto = session.proto;
+    let gone: Vec<Vec<u8>> = match (names.is_empty(), kind) {
+        (_, "sunsubscribe") => names.iter().map(|n| n.to_vec()).collect(),
+        (true, _) => session.pubsub.names(pattern),
+        (false, _) => names.iter().map(|n| n.to_vec()).collect(),
+    };
+    if gone.is_empty() {
         resp::push_len(out, proto, 3);
         resp::bulk(out, kind.as_bytes());
         resp::null(out, proto);
-        resp::integer(out, 0);
+        count(out, session.pubsub.count() as u64);
     }
-    for channel in channels {
+    for name in &gone {
+        if kind != "sunsubscribe" {
+            session.pubsub.remove(name, pattern);
+        }
         resp::push_len(out, proto, 3);
         resp::bulk(out, kind.as_bytes());
-        resp::bulk(out, channel);
-        resp::integer(out, 0);
+        resp::bulk(out, name);
+        count(out, session.pubsub.count() as u64);
     }
+}
+
+/// The commands a RESP2 connection in pub/sub mode may run (Redis' list).
+pub(super) fn allowed_while_subscribed(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe"
+            | "psubscribe"
+            | "ssubscribe"
+            | "unsubscribe"
+            | "punsubscribe"
+            | "sunsubscribe"
+            | "ping"
+            | "quit"
+            | "reset"
+    )
 }
 
 pub(super) const PUBSUB_HELP: &[&str] = &[
@@ -100,6 +147,42 @@ pub(super) const PUBSUB_HELP: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::super::Session;
+
+    #[test]
+    fn subscribe_mode_replies_as_redis_and_limits_commands_in_resp2() {
+        let h = &mut hub();
+        let mut s = Session::new(1, false);
+        assert_eq!(
+            exec(
+                &mut s,
+                h,
+                &["SUBSCRIBE", "__cometbox:events", "__cometbox:upstream"]
+            ),
+            "*3\r\n$9\r\nsubscribe\r\n$17\r\n__cometbox:events\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$19\r\n__cometbox:upstream\r\n:2\r\n"
+        );
+        assert_eq!(
+            exec(&mut s, h, &["psubscribe", "__cometbox:events:room:*"]),
+            "*3\r\n$10\r\npsubscribe\r\n$24\r\n__cometbox:events:room:*\r\n:3\r\n"
+        );
+        assert_eq!(
+            exec(&mut s, h, &["PUBLISH", "a", "b"]),
+            "-ERR Can't execute 'publish': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+        );
+        assert_eq!(exec(&mut s, h, &["PING"]), "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        assert_eq!(
+            exec(&mut s, h, &["UNSUBSCRIBE"]),
+            "*3\r\n$11\r\nunsubscribe\r\n$17\r\n__cometbox:events\r\n:2\r\n*3\r\n$11\r\nunsubscribe\r\n$19\r\n__cometbox:upstream\r\n:1\r\n"
+        );
+        assert_eq!(
+            exec(&mut s, h, &["PUNSUBSCRIBE"]),
+            "*3\r\n$12\r\npunsubscribe\r\n$24\r\n__cometbox:events:room:*\r\n:0\r\n"
+        );
+        assert_eq!(
+            exec(&mut s, h, &["PUBLISH", "alice", "m"]),
+            ":2\r\n",
+            "out of pub/sub mode"
+        );
+    }
     use super::super::testing::*;
     use super::MAX_PATTERN_LEN;
 
@@ -172,13 +255,18 @@ mod tests {
     fn subscribe_points_to_http() {
         let h = &mut hub();
         let mut s = Session::new(1, false);
+        let refusal = |kind: &str| {
+            format!(
+                "-ERR {kind} is not supported by cometbox for mailboxes: subscribe over HTTP at /mailbox/<name>; backends may subscribe to __cometbox:events and __cometbox:upstream (docs/protocol.md)\r\n"
+            )
+        };
         assert_eq!(
             exec(&mut s, h, &["subscribe", "alice"]),
-            "-ERR SUBSCRIBE is not supported by cometbox: subscribe over HTTP at /mailbox/<name>\r\n"
+            refusal("SUBSCRIBE")
         );
         assert_eq!(
             exec(&mut s, h, &["PSUBSCRIBE", "a*"]),
-            "-ERR PSUBSCRIBE is not supported by cometbox: subscribe over HTTP at /mailbox/<name>\r\n"
+            refusal("PSUBSCRIBE")
         );
         assert_eq!(
             exec(&mut s, h, &["SUBSCRIBE"]),

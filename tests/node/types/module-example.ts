@@ -49,3 +49,16 @@ subscribe("/mailbox/a", {
 });
 // @ts-expect-error: cursor is read-only
 sub.cursor = "x";
+
+// Several mailboxes on one connection: messages name their mailbox.
+const several: Subscription = subscribe<Chat>(["user:alice", "room:42", "ticker"], {
+  json: true,
+  onMessage(data, id, mailbox) {
+    const from: string | undefined = mailbox;
+    console.log(from, id, data);
+  },
+  onMissed(mailbox) {
+    console.log("reload", mailbox);
+  },
+});
+several.close();
