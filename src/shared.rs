@@ -17,6 +17,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::BackendStream;
+use crate::store::redis::Outlet;
 use crate::store::{Attach, Message, Store, StoreError, Ticket};
 
 /// What a worker's inbox takes.
@@ -27,6 +28,9 @@ pub enum ToWorker {
     Deliver(Vec<Arc<Message>>),
     /// A store's late answer to an attach (`Answer::Pending`).
     Attached(Ticket, Result<Attach, StoreError>),
+    /// A store's late answers to commands made on this worker (a reply
+    /// that waited on a ticket): PUBLISH's or DEL's count, or why it failed.
+    Published(Vec<(Ticket, Result<u64, StoreError>)>),
     /// Shutdown, first step: stop taking publishes, post what was
     /// announced, then tell `ack`. After every worker has, nothing
     /// acknowledged to a backend is still on its way.
@@ -61,6 +65,29 @@ impl Peer {
     /// The worker is draining its inbox: the next post must wake it again.
     pub fn rearm(&self) {
         self.wake_pending.store(false, Ordering::Release);
+    }
+}
+
+/// How a shared store's threads reach the workers: their inboxes.
+pub struct PeerOutlet(pub Arc<[Peer]>);
+
+impl Outlet for PeerOutlet {
+    fn deliver(&self, worker: usize, messages: Vec<Arc<Message>>) {
+        if let Some(peer) = self.0.get(worker) {
+            peer.post(ToWorker::Deliver(messages));
+        }
+    }
+
+    fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>) {
+        if let Some(peer) = self.0.get(worker) {
+            peer.post(ToWorker::Attached(ticket, result));
+        }
+    }
+
+    fn completed(&self, worker: usize, done: Vec<(Ticket, Result<u64, StoreError>)>) {
+        if let Some(peer) = self.0.get(worker) {
+            peer.post(ToWorker::Published(done));
+        }
     }
 }
 
@@ -142,7 +169,7 @@ pub struct Shared {
     /// Token checks, when `auth.required` is on.
     pub auth: Option<Auth>,
     pub store: Store,
-    pub peers: Vec<Peer>,
+    pub peers: Arc<[Peer]>,
     pub metrics: Metrics,
     pub ip_limiter: IpLimiter,
     /// Argument memory of all backends' unfinished commands.
@@ -161,7 +188,7 @@ impl Shared {
             config,
             auth,
             store,
-            peers: Vec::new(),
+            peers: Arc::new([]),
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
             backend_budget: Budget::new(usize::MAX),
