@@ -395,3 +395,64 @@ fn three_hundred_sse_subscribers_on_two_nodes_get_every_message_once_in_order() 
         assert_eq!(got, want);
     }
 }
+
+#[test]
+fn subscribers_authenticate_with_the_same_tokens_on_every_node() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    const SECRET: &str = "this-is-a-test-secret-of-32-bytes-or-more";
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let auth = format!(
+        "auth.required = \"enable\"\nauth.jwt-secret-file = \"{}\"\n",
+        secret.display()
+    );
+    let gws = nodes(&redis, 2, &auth);
+    gws[0].publish("user:alice", b"for alice");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let claims = serde_json::json!({"exp": exp, "mailboxes": ["user:alice"]});
+    let token = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mine = gws[1].get(&format!("/mailbox/user:alice?token={token}"));
+    assert_eq!(mine.json()["messages"][0]["data"], "for alice");
+    assert_eq!(gws[1].get("/mailbox/user:alice").status, 401);
+    let theirs = gws[1].get(&format!("/mailbox/user:bob?token={token}"));
+    assert_eq!(theirs.status, 403);
+}
+
+#[test]
+fn a_redis_that_stops_answering_gets_tryagain_not_a_hang() {
+    let redis = Redis::start();
+    let gws = nodes(&redis, 1, "");
+    gws[0].publish("stuck", b"first");
+    let pid = redis.child.as_ref().unwrap().id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = Instant::now();
+    let reply = gws[0].backend().call(&[b"PUBLISH", b"stuck", b"second"]);
+    let took = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with("TRYAGAIN")),
+        "{reply:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(
+        gws[0].backend().call(&[b"PUBLISH", b"stuck", b"third"]),
+        Reply::Int(_)
+    ) {
+        assert!(Instant::now() < deadline, "publishing did not come back");
+        thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -298,6 +298,42 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn redis_urls_and_key_prefixes() {
+        use crate::config::RedisAddr;
+        let c = parse("cluster.redis = \"redis://10.0.0.5:6380/2\"").unwrap();
+        assert_eq!(
+            c.cluster.redis,
+            Some(RedisAddr::Tcp {
+                host: "10.0.0.5".into(),
+                port: 6380,
+                db: 2
+            })
+        );
+        let c = parse("cluster.redis = \"unix:///run/redis/redis.sock\"").unwrap();
+        assert_eq!(
+            c.cluster.redis,
+            Some(RedisAddr::Unix {
+                path: PathBuf::from("/run/redis/redis.sock")
+            })
+        );
+        assert_eq!(parse("cluster.redis = \"\"").unwrap().cluster.redis, None);
+        for (bad, why) in [
+            ("http://x:1", "not a Redis URL"),
+            ("redis://:6379", "no host name"),
+            ("redis://h:0", "port"),
+            ("redis://h:99999", "port"),
+            ("redis://h:1/x", "database"),
+            ("redis://:pw@h:1", "redis-password-file"),
+            ("unix://relative.sock", "absolute path"),
+        ] {
+            assert_err(&format!("cluster.redis = \"{bad}\""), 1, why);
+            assert_err(&format!("cluster.redis = \"{bad}\""), 1, "cluster.redis");
+        }
+        assert_err("cluster.key-prefix = \"a b\"", 1, "cluster.key-prefix");
+        assert_err("cluster.key-prefix = \"\"", 1, "1-64 characters");
+    }
+
+    #[test]
     fn bind_addresses() {
         for (text, want) in [
             ("0.0.0.0", "0.0.0.0"),

@@ -4,7 +4,7 @@
 //! hole or a reconnect), and applies what the subscription hears, in the
 //! order it arrives. `subscriber` owns the SUBSCRIBE connection.
 //!
-//! Failure: a batch that does not complete within `IO_TIMEOUT` drops the
+//! Failure: a batch whose next reply does not come within `IO_TIMEOUT` drops the
 //! connection and answers every waiting request `Unavailable`; requests
 //! while Redis is down are answered at once. Reconnecting backs off from
 //! `MIN_BACKOFF` to `MAX_BACKOFF`; the change of state is logged once each
@@ -632,5 +632,37 @@ fn subscribe_once(target: &Target, tx: &Sender<Event>, backoff: &mut Duration) -
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(b: &[u8]) -> Reply {
+        Reply::Bulk(Some(b.to_vec()))
+    }
+
+    #[test]
+    fn read_replies_give_the_epoch_the_counter_and_the_entries() {
+        let entry = |id: &[u8], payload: &[u8]| {
+            Reply::Array(Some(vec![
+                bulk(id),
+                Reply::Array(Some(vec![bulk(b"d"), bulk(payload)])),
+            ]))
+        };
+        let reply = Reply::Array(Some(vec![
+            bulk(b"1700000000000001"),
+            Reply::Int(9),
+            Reply::Array(Some(vec![entry(b"8-0", b"a b"), entry(b"9-0", b"")])),
+        ]));
+        let read = parse_read(reply).unwrap();
+        assert_eq!((read.epoch, read.last), (1_700_000_000_000_001, 9));
+        assert_eq!(read.entries, vec![(8, b"a b".to_vec()), (9, Vec::new())]);
+        assert!(
+            parse_read(Reply::Array(Some(Vec::new()))).is_none(),
+            "no mailbox"
+        );
+        assert!(parse_read(Reply::Int(1)).is_none());
     }
 }
