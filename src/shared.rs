@@ -18,6 +18,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::BackendStream;
+use crate::store::redis::Outlet;
 use crate::store::{Attach, Message, Store, StoreError, Ticket};
 
 /// Which pub/sub family an [`Event`] belongs to (`backend::events`).
@@ -47,6 +48,9 @@ pub enum ToWorker {
     Deliver(Vec<Arc<Message>>),
     /// A store's late answer to an attach (`Answer::Pending`).
     Attached(Ticket, Result<Attach, StoreError>),
+    /// A store's late answers to commands made on this worker (a reply
+    /// that waited on a ticket): PUBLISH's or DEL's count, or why it failed.
+    Published(Vec<(Ticket, Result<u64, StoreError>)>),
     /// Shutdown, second step (after [`Shared::stopping`]): answer polls,
     /// end streams, flush, exit.
     Shutdown,
@@ -110,6 +114,29 @@ impl Peer {
     /// publishers wait.
     pub fn is_backed_up(&self) -> bool {
         self.queued.load(Ordering::Relaxed) > INBOX_HIGH_WATER
+    }
+}
+
+/// How a shared store's threads reach the workers: their inboxes.
+pub struct PeerOutlet(pub Arc<[Peer]>);
+
+impl Outlet for PeerOutlet {
+    fn deliver(&self, worker: usize, messages: Vec<Arc<Message>>) {
+        if let Some(peer) = self.0.get(worker) {
+            peer.post(ToWorker::Deliver(messages));
+        }
+    }
+
+    fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>) {
+        if let Some(peer) = self.0.get(worker) {
+            peer.post(ToWorker::Attached(ticket, result));
+        }
+    }
+
+    fn completed(&self, worker: usize, done: Vec<(Ticket, Result<u64, StoreError>)>) {
+        if let Some(peer) = self.0.get(worker) {
+            peer.post(ToWorker::Published(done));
+        }
     }
 }
 
@@ -203,7 +230,7 @@ pub struct Shared {
     /// built and posted only when some backend listens.
     pub event_listeners: AtomicU64,
     pub store: Store,
-    pub peers: Vec<Peer>,
+    pub peers: Arc<[Peer]>,
     pub metrics: Metrics,
     pub ip_limiter: IpLimiter,
     /// Argument memory of all backends' unfinished commands.
@@ -244,7 +271,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             event_listeners: AtomicU64::new(0),
             store,
-            peers: Vec::new(),
+            peers: Arc::new([]),
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
             backend_budget: Budget::new(usize::MAX),

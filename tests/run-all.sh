@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 # libraries), redis-cli and socat for the shell example, nginx-light for the
 # nginx snippet's test, systemd-analyze and curl for the Debian package's
 # test, and Debian's Chromium for the browser tests (playwright-core drives
-# the system browser).
+# the system browser). redis-server for the cluster tests (tests/cluster.rs),
+# which start their own on a temporary port.
 needs=(
     redis-cli:redis-tools
+    redis-server:redis-server
     socat:socat
     nginx:nginx-light
     systemd-analyze:systemd

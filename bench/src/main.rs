@@ -25,12 +25,14 @@ use tokio::sync::{Semaphore, watch};
 const USAGE: &str = "usage:
   cometbox-bench SCENARIO --target cometbox|nchan|pushpin|floor --http ADDR --publish SPEC --pid PID
         [--n N] [--messages M] [--batch B (publishes in flight)] [--rate MSGS_PER_S]
+        [--http2 ADDR --pid2 PID (a second gateway of a cluster: SSE subscribers alternate)]
       SCENARIO: idle-sse | idle-longpoll | fanout | throughput | throughput-paced | longpoll | connect
       SPEC: a Unix socket path (cometbox's RESP socket, the floor's control socket)
             or host:port (nchan's HTTP publisher, Pushpin's publish endpoint)
   cometbox-bench floor --port P --control PATH     a server that only writes (the fan-out floor)
   cometbox-bench origin --port P                   a GRIP origin for Pushpin (holds every GET as a stream)
-  cometbox-bench report RESULTS.jsonl              the markdown table, ratios against nchan";
+  cometbox-bench report RESULTS.jsonl              the markdown table, ratios against nchan
+  cometbox-bench report-cluster RESULTS.jsonl      bench/cluster.sh's table: single node beside cluster";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -45,10 +47,36 @@ struct Target {
     http: SocketAddr,
     publish: String,
     pid: u32,
+    /// More gateways of one cluster (`--http2`, `--pid2`): SSE subscribers
+    /// are spread over all, publishes go to the first, CPU is summed.
+    more_http: Vec<SocketAddr>,
+    more_pids: Vec<u32>,
+    next_http: AtomicUsize,
 }
 
 impl Target {
+    /// Where the next subscriber connects: round robin over the nodes.
+    fn pick_http(&self) -> SocketAddr {
+        let i = self.next_http.fetch_add(1, Ordering::Relaxed) % (1 + self.more_http.len());
+        if i == 0 {
+            self.http
+        } else {
+            self.more_http[i - 1]
+        }
+    }
+
+    /// Server CPU seconds, all nodes together.
+    fn cpu(&self) -> f64 {
+        std::iter::once(self.pid)
+            .chain(self.more_pids.iter().copied())
+            .map(procstat::cpu_seconds)
+            .sum()
+    }
+
     fn name(&self) -> &'static str {
+        if self.kind == Kind::Cometbox && !self.more_http.is_empty() {
+            return "cometbox-cluster";
+        }
         match self.kind {
             Kind::Cometbox => "cometbox",
             Kind::Nchan => "nchan",
@@ -288,7 +316,7 @@ async fn sse_stream(t: Arc<Target>, channel: String, shared: &Arc<Shared>) -> Su
     let shared = shared.clone();
     let mut stats = SubStats::default();
     let mut stop = shared.stop.clone();
-    let Ok(mut s) = TcpStream::connect(t.http).await else {
+    let Ok(mut s) = TcpStream::connect(t.pick_http()).await else {
         stats.failed = true;
         return stats;
     };
@@ -548,7 +576,7 @@ async fn fanout(t: Arc<Target>, a: &Args) -> Value {
     let tasks = open_subscribers(&t, vec!["fanout".to_string(); a.n], &shared).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut publisher = Publisher::connect(&t).await.expect("publisher connects");
-    let (cpu0, own0) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
+    let (cpu0, own0) = (t.cpu(), procstat::own_cpu_seconds());
     let mut completion_ms = Vec::new();
     for seq in 0..a.messages {
         let sent = now_ns();
@@ -572,7 +600,7 @@ async fn fanout(t: Arc<Target>, a: &Args) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (cpu1, own1) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
+    let (cpu1, own1) = (t.cpu(), procstat::own_cpu_seconds());
     let _ = stop.send(true);
     let all = collect(tasks).await;
     completion_ms.sort_by(f64::total_cmp);
@@ -661,9 +689,9 @@ async fn publish_and_collect(
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<SubStats>>,
 ) -> Value {
-    let (cpu0, own0) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
+    let (cpu0, own0) = (t.cpu(), procstat::own_cpu_seconds());
     let (secs, failed) = publish_all(t, a.n, a.messages, a.batch, a.rate, shared).await;
-    let (cpu1, own1) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
+    let (cpu1, own1) = (t.cpu(), procstat::own_cpu_seconds());
     let _ = stop.send(true);
     let all = collect(tasks).await;
     let mut result = json!({
@@ -791,6 +819,7 @@ fn main() {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0),
         )),
+        "report-cluster" => servers::report_cluster(&args.get(1).cloned().expect("RESULTS.jsonl")),
         "report" => servers::report(
             &arg(&args, "report")
                 .or_else(|| args.get(1).cloned())
@@ -817,6 +846,15 @@ fn main() {
                 pid: arg(&args, "--pid")
                     .and_then(|p| p.parse().ok())
                     .expect("--pid PID"),
+                more_http: arg(&args, "--http2")
+                    .and_then(|a| a.parse().ok())
+                    .into_iter()
+                    .collect(),
+                more_pids: arg(&args, "--pid2")
+                    .and_then(|p| p.parse().ok())
+                    .into_iter()
+                    .collect(),
+                next_http: AtomicUsize::new(0),
             });
             let a = Args {
                 n: arg(&args, "--n")

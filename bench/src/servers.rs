@@ -209,3 +209,75 @@ fn format_number(v: f64) -> String {
         format!("{:.2}", v)
     }
 }
+
+/// The cluster table: one gateway in memory beside two sharing a Redis.
+pub fn report_cluster(path: &str) {
+    let text = std::fs::read_to_string(path).expect("read results");
+    let runs: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let rows = [
+        (
+            "fanout",
+            "completion_p50_ms",
+            "fan-out: completion p50 (ms)",
+        ),
+        (
+            "fanout",
+            "completion_p99_ms",
+            "fan-out: completion p99 (ms)",
+        ),
+        (
+            "fanout",
+            "server_cpu_per_delivery_us",
+            "fan-out: server CPU per delivery (µs, all nodes)",
+        ),
+        ("fanout", "lost", "fan-out: lost deliveries"),
+        ("fanout", "duplicated", "fan-out: duplicated deliveries"),
+        ("throughput", "msgs_per_s", "throughput: delivered msg/s"),
+        (
+            "throughput",
+            "latency_p50_ms",
+            "throughput: latency p50 (ms)",
+        ),
+        (
+            "throughput",
+            "latency_p99_ms",
+            "throughput: latency p99 (ms)",
+        ),
+        ("throughput", "lost", "throughput: lost"),
+        (
+            "throughput-paced",
+            "latency_p50_ms",
+            "fixed rate: latency p50 (ms)",
+        ),
+        (
+            "throughput-paced",
+            "latency_p99_ms",
+            "fixed rate: latency p99 (ms)",
+        ),
+        ("throughput-paced", "lost", "fixed rate: lost"),
+    ];
+    println!("| scenario | single node | two nodes + Redis | cluster ÷ single |");
+    println!("|---|---|---|---|");
+    for (scenario, field, label) in rows {
+        let value = |target: &str| {
+            runs.iter()
+                .rev()
+                .find(|r| r["scenario"] == scenario && r["target"] == target)
+                .and_then(|r| r[field].as_f64())
+        };
+        let (single, cluster) = (value("cometbox"), value("cometbox-cluster"));
+        let ratio = match (single, cluster) {
+            (Some(s), Some(c)) if s != 0.0 => format!("{:.2}×", c / s),
+            _ => "–".to_string(),
+        };
+        let show = |v: Option<f64>| v.map_or("–".to_string(), format_number);
+        println!(
+            "| {label} | {} | {} | {ratio} |",
+            show(single),
+            show(cluster)
+        );
+    }
+}

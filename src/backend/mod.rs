@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod events;
+mod replies;
 pub mod resp;
 
 use std::io::{self, Read, Write};
@@ -17,8 +18,9 @@ use crate::config::MailboxConfig;
 use crate::metrics;
 pub use crate::net::BackendStream;
 use crate::shared::{Budget as CommandBudget, Shared};
-use crate::store::{Message, StoreError};
-use commands::{After, Hub, HubError, Session};
+use crate::store::{Answer, Message, Store, StoreError, Ticket};
+use commands::{After, Hub, HubError, Publish, Session};
+use replies::Replies;
 use resp::{Decoded, Decoder, Limits};
 
 /// Read size per syscall for backend sockets: pipelined publishes arrive in
@@ -34,8 +36,7 @@ pub const MAX_COMMANDS_TOTAL: usize = 256 * 1024 * 1024;
 pub struct BackendConn {
     pub sock: BackendStream,
     inbuf: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
+    replies: Replies,
     decoder: Decoder,
     /// The gateway-wide argument budget, and this connection's share of it
     /// (what `decoder` held when last counted).
@@ -66,8 +67,7 @@ impl BackendConn {
         BackendConn {
             sock,
             inbuf: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            replies: Replies::default(),
             decoder: Decoder::new(Limits::new(config.max_message_size)),
             budget,
             charged: 0,
@@ -85,13 +85,21 @@ impl BackendConn {
 
     /// Queues the frames this connection gets for `event`; how many.
     pub fn push_event(&mut self, event: &crate::shared::Event) -> usize {
-        self.session
-            .pubsub
-            .write_event(self.session.proto, event, &mut self.out)
+        let session = &mut self.session;
+        self.replies
+            .write_with(|out| session.pubsub.write_event(session.proto, event, out))
     }
 
+    /// Replies not yet written, those waiting for a store included.
     pub fn out_len(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.replies.pending()
+    }
+
+    /// Fills the reply slot of a command the store answered late. False if
+    /// this connection was not waiting for `ticket`.
+    pub fn complete(&mut self, ticket: Ticket, answer: Result<u64, StoreError>) -> bool {
+        self.replies
+            .complete(ticket, answer.map_err(|e| error_line(&e)))
     }
 
     /// Reads up to `budget` bytes. Returns (peer closed, budget ran out).
@@ -162,9 +170,17 @@ impl BackendConn {
                         heap = args.iter().collect();
                         &heap
                     };
-                    let after = commands::execute(&mut self.session, words, hub, &mut self.out);
-                    if after == After::Close {
-                        self.closing = true;
+                    let session = &mut self.session;
+                    let after = self
+                        .replies
+                        .write_with(|out| commands::execute(session, words, hub, out));
+                    match after {
+                        After::Continue => {}
+                        After::Close => self.closing = true,
+                        After::Wait(ticket) => {
+                            self.replies.hold(ticket);
+                            hub.tickets.push(ticket);
+                        }
                     }
                     self.decoder.recycle(args);
                 }
@@ -174,8 +190,8 @@ impl BackendConn {
                     consumed,
                 }) => {
                     pos += consumed;
-                    let limit = hub.max_message_size();
-                    resp::error(&mut self.out, &too_large_text(&name, len, limit));
+                    let text = too_large_text(&name, len, hub.max_message_size());
+                    self.replies.write_with(|out| resp::error(out, &text));
                 }
                 Err(e) => {
                     hub.protocol_error();
@@ -184,7 +200,8 @@ impl BackendConn {
                             "backend socket received HTTP or other foreign traffic; closing that connection"
                         );
                     } else {
-                        resp::error(&mut self.out, &format!("ERR Protocol error: {e}"));
+                        let text = format!("ERR Protocol error: {e}");
+                        self.replies.write_with(|out| resp::error(out, &text));
                     }
                     self.closing = true;
                     pos = self.inbuf.len();
@@ -218,23 +235,19 @@ impl BackendConn {
         Ok(())
     }
 
-    /// Writes pending replies. Ok(true) when all are written.
+    /// Writes the replies that are ready. Ok(true) when all are written
+    /// and none waits for a store.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.out_pos < self.out.len() {
-            match self.sock.write(&self.out[self.out_pos..]) {
+        while !self.replies.unwritten().is_empty() {
+            match self.sock.write(self.replies.unwritten()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => self.replies.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.out.clear();
-        self.out_pos = 0;
-        if self.out.capacity() > READ_CHUNK * 4 {
-            self.out = Vec::new();
-        }
-        Ok(true)
+        Ok(!self.replies.waiting())
     }
 }
 
@@ -242,6 +255,15 @@ impl Drop for BackendConn {
     /// Gives this connection's share of the budget back, however it ends.
     fn drop(&mut self) {
         self.budget.update(self.charged, 0);
+    }
+}
+
+/// A store's refusal as a RESP error line (after the `-`): `TRYAGAIN` when
+/// a shared store is out of reach, so clients that retry know they may.
+fn error_line(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(_) => format!("TRYAGAIN {e}"),
+        _ => format!("ERR {e}"),
     }
 }
 
@@ -270,6 +292,11 @@ pub struct WorkerHub<'a> {
     pub announced: u64,
     /// The worker's per-command counts (`metrics::COMMANDS` order).
     pub commands: &'a mut [u64; metrics::COMMANDS.len()],
+    /// The worker running the commands (late answers come back to it).
+    pub worker: usize,
+    /// Commands whose replies wait for these tickets; the worker notes
+    /// which connection each belongs to.
+    pub tickets: Vec<Ticket>,
 }
 
 /// Deliveries one worker turn's publishes may cause before the rest of a
@@ -295,9 +322,14 @@ impl WorkerHub<'_> {
 }
 
 impl Hub for WorkerHub<'_> {
-    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<u64, HubError> {
-        match self.shared.store.publish(mailbox, payload, self.now) {
-            Ok(published) => {
+    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<Publish, HubError> {
+        match self
+            .shared
+            .store
+            .publish(mailbox, payload, self.now, self.worker)
+        {
+            Answer::Pending(ticket) => Ok(Publish::Later(ticket)),
+            Answer::Ready(Ok(published)) => {
                 let mut mask = published.workers;
                 while mask != 0 {
                     let worker = mask.trailing_zeros() as usize;
@@ -305,11 +337,13 @@ impl Hub for WorkerHub<'_> {
                     self.outbox[worker].push(published.message.clone());
                 }
                 self.announced += published.receivers.max(1);
-                Ok(published.receivers)
+                Ok(Publish::Now(published.receivers))
             }
-            Err(e @ StoreError::BadName) => Err(HubError::BadName(e.to_string())),
-            Err(e @ StoreError::TooLarge { .. }) => Err(HubError::TooLarge(e.to_string())),
-            Err(e) => Err(HubError::Full(e.to_string())),
+            Answer::Ready(Err(e @ StoreError::BadName)) => Err(HubError::BadName(e.to_string())),
+            Answer::Ready(Err(e @ StoreError::TooLarge { .. })) => {
+                Err(HubError::TooLarge(e.to_string()))
+            }
+            Answer::Ready(Err(e)) => Err(HubError::Full(e.to_string())),
         }
     }
 
@@ -332,6 +366,13 @@ impl Hub for WorkerHub<'_> {
         self.shared.store.delete(mailbox, self.now)
     }
 
+    fn delete_all(&mut self, names: &[&[u8]]) -> Publish {
+        match self.shared.store.delete_all(names, self.now, self.worker) {
+            Answer::Ready(n) => Publish::Now(n),
+            Answer::Pending(ticket) => Publish::Later(ticket),
+        }
+    }
+
     fn info(&mut self, section: Option<&str>, out: &mut String) {
         use std::fmt::Write;
         let shared = self.shared;
@@ -340,6 +381,13 @@ impl Hub for WorkerHub<'_> {
         };
         if want("clients") || want("stats") {
             shared.metrics.write_info(out);
+            out.push_str("\r\n");
+        }
+        if section.is_some_and(|s| s == "cluster" || s == "all" || s == "everything")
+            && let Store::Redis(redis) = &shared.store
+        {
+            out.push_str("# Cluster\r\n");
+            redis.write_info(out);
             out.push_str("\r\n");
         }
         if want("mailboxes") {

@@ -10,9 +10,13 @@ use super::{Config, ConfigError, Loaded};
 
 /// The keys of kind "file" and the fields they set. A test checks that this
 /// list and the key table agree.
-fn named_files(config: &Config) -> [(&'static str, Option<&Path>); 2] {
+fn named_files(config: &Config) -> [(&'static str, Option<&Path>); 3] {
     let auth = &config.auth;
     [
+        (
+            "cluster.redis-password-file",
+            config.cluster.redis_password_file.as_deref(),
+        ),
         ("auth.jwt-secret-file", auth.jwt_secret_file.as_deref()),
         (
             "auth.jwt-public-key-file",

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::validate::{
-    check_any, check_cookie_name, check_cors_origins, check_public_prefixes, check_socket_path,
-    check_url_prefix, parse_bind, parse_mode,
+    check_any, check_cookie_name, check_cors_origins, check_key_prefix, check_public_prefixes,
+    check_redis_url, check_socket_path, check_url_prefix, parse_bind, parse_mode, parse_redis_url,
 };
 use super::validate::{check_listen_addr, check_log_level};
 use super::value::{Typed, Value};
@@ -604,6 +604,41 @@ pub(super) static KEYS: &[Key] = &[
         default: r#""""#,
         doc: "\"error\", \"warn\", \"info\", \"debug\" or \"trace\"; empty = info. RUST_LOG, when \
             set, wins (and then SIGHUP does not change the level).",
+    },
+    Key {
+        name: "cluster.redis",
+        kind: Kind::Str {
+            what: Text::Plain,
+            check: check_redis_url,
+            set: |c, s| c.cluster.redis = parse_redis_url(&s).ok().flatten(),
+        },
+        default: r#""""#,
+        doc: "Share mailboxes with other gateways through this Redis (7 or later): \
+            \"redis://HOST:PORT[/DB]\" or \"unix:///path/to/redis.sock\". Unset = \
+            mailboxes in memory, no other service. See docs/cluster.md.",
+    },
+    Key {
+        name: "cluster.redis-password-file",
+        kind: Kind::Str {
+            what: Text::File,
+            check: check_any,
+            set: |c, s| c.cluster.redis_password_file = opt(s).map(PathBuf::from),
+        },
+        default: r#""""#,
+        doc: "File holding the password the gateway sends Redis with AUTH (one line; \
+            \"user password\" for an ACL user). Unset = no AUTH.",
+    },
+    Key {
+        name: "cluster.key-prefix",
+        kind: Kind::Str {
+            what: Text::Plain,
+            check: check_key_prefix,
+            set: |c, s| c.cluster.key_prefix = s,
+        },
+        default: r#""cometbox:""#,
+        doc: "First part of every Redis key and channel the gateway uses, so that two \
+            deployments can share one Redis; it also names the Redis Function library \
+            (\"cometbox:\" gives FCALL cometbox_publish).",
     },
 ];
 

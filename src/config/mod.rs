@@ -45,6 +45,7 @@ pub struct Config {
     pub mailbox: MailboxConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// The metrics and health listener.
@@ -52,6 +53,54 @@ pub struct Config {
 pub struct MetricsConfig {
     /// `metrics.listen`; `None` = off.
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Several gateways sharing mailboxes through Redis (docs/cluster.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// `cluster.redis`; `None` = no cluster, mailboxes in memory.
+    pub redis: Option<RedisAddr>,
+    /// `cluster.redis-password-file`: the password AUTH sends.
+    pub redis_password_file: Option<PathBuf>,
+    /// `cluster.key-prefix`: the first part of every Redis key and channel.
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            redis_password_file: None,
+            key_prefix: "cometbox:".to_string(),
+        }
+    }
+}
+
+/// Where Redis listens, as `cluster.redis` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisAddr {
+    /// `redis://HOST:PORT[/DB]`.
+    Tcp { host: String, port: u16, db: u32 },
+    /// `unix:///path/to/redis.sock`.
+    Unix { path: PathBuf },
+}
+
+impl RedisAddr {
+    pub fn db(&self) -> u32 {
+        match self {
+            RedisAddr::Tcp { db, .. } => *db,
+            RedisAddr::Unix { .. } => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for RedisAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisAddr::Tcp { host, port, db } => write!(f, "redis://{host}:{port}/{db}"),
+            RedisAddr::Unix { path } => write!(f, "unix://{}", path.display()),
+        }
+    }
 }
 
 /// The browser-facing HTTP listener.

@@ -86,6 +86,80 @@ pub(super) fn check_log_level(s: &str) -> Result<(), String> {
     }
 }
 
+/// `cluster.redis`: `redis://HOST:PORT[/DB]` or `unix:///path/to/redis.sock`
+/// (empty = no cluster).
+pub(super) fn parse_redis_url(s: &str) -> Result<Option<super::RedisAddr>, String> {
+    use super::RedisAddr;
+    let shape = "use \"redis://HOST:PORT[/DB]\" or \"unix:///path/to/redis.sock\"";
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = s.strip_prefix("unix://") {
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err(format!(
+                "{s:?}: a Unix socket needs an absolute path; {shape}"
+            ));
+        }
+        return Ok(Some(RedisAddr::Unix { path: path.into() }));
+    }
+    let Some(rest) = s.strip_prefix("redis://") else {
+        return Err(format!("{s:?} is not a Redis URL; {shape}"));
+    };
+    let (hostport, db) = match rest.split_once('/') {
+        Some((hp, "")) => (hp, 0),
+        Some((hp, db)) => match db.parse::<u32>() {
+            Ok(n) if n < 16_384 => (hp, n),
+            _ => return Err(format!("{s:?}: the database must be a number; {shape}")),
+        },
+        None => (rest, 0),
+    };
+    if hostport.contains('@') {
+        return Err(format!(
+            "{s:?}: put the password in cluster.redis-password-file, not in the URL"
+        ));
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(port) if port > 0 => (h, port),
+            _ => return Err(format!("{s:?}: the port must be 1-65535; {shape}")),
+        },
+        None => (hostport, 6379),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if !host_ok {
+        return Err(format!("{s:?}: no host name; {shape}"));
+    }
+    Ok(Some(RedisAddr::Tcp {
+        host: host.to_string(),
+        port,
+        db,
+    }))
+}
+
+pub(super) fn check_redis_url(s: &str) -> Result<(), String> {
+    parse_redis_url(s).map(|_| ())
+}
+
+/// `cluster.key-prefix`: text that goes into Redis key names and into the
+/// Lua library the gateway loads, so plain characters only.
+pub(super) fn check_key_prefix(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?}: use 1-64 characters of A-Z a-z 0-9 : _ - ., like \"cometbox:\""
+        ))
+    }
+}
+
 pub(super) fn check_url_prefix(s: &str) -> Result<(), String> {
     if !s.starts_with('/') || !s.ends_with('/') {
         return Err(format!(
@@ -240,6 +314,42 @@ mod tests {
     use super::*;
     use crate::config::test_util::{assert_err, parse};
     use std::path::PathBuf;
+
+    #[test]
+    fn redis_urls_and_key_prefixes() {
+        use crate::config::RedisAddr;
+        let c = parse("cluster.redis = \"redis://10.0.0.5:6380/2\"").unwrap();
+        assert_eq!(
+            c.cluster.redis,
+            Some(RedisAddr::Tcp {
+                host: "10.0.0.5".into(),
+                port: 6380,
+                db: 2
+            })
+        );
+        let c = parse("cluster.redis = \"unix:///run/redis/redis.sock\"").unwrap();
+        assert_eq!(
+            c.cluster.redis,
+            Some(RedisAddr::Unix {
+                path: PathBuf::from("/run/redis/redis.sock")
+            })
+        );
+        assert_eq!(parse("cluster.redis = \"\"").unwrap().cluster.redis, None);
+        for (bad, why) in [
+            ("http://x:1", "not a Redis URL"),
+            ("redis://:6379", "no host name"),
+            ("redis://h:0", "port"),
+            ("redis://h:99999", "port"),
+            ("redis://h:1/x", "database"),
+            ("redis://:pw@h:1", "redis-password-file"),
+            ("unix://relative.sock", "absolute path"),
+        ] {
+            assert_err(&format!("cluster.redis = \"{bad}\""), 1, why);
+            assert_err(&format!("cluster.redis = \"{bad}\""), 1, "cluster.redis");
+        }
+        assert_err("cluster.key-prefix = \"a b\"", 1, "cluster.key-prefix");
+        assert_err("cluster.key-prefix = \"\"", 1, "1-64 characters");
+    }
 
     #[test]
     fn bind_addresses() {

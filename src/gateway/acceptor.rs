@@ -123,7 +123,7 @@ impl Acceptor {
         // instead of queueing behind a gateway that is going away.
         drop(listeners);
         self.stop_publishing();
-        for peer in &self.shared.peers {
+        for peer in self.shared.peers.iter() {
             peer.post(ToWorker::Shutdown);
         }
         for thread in threads {
@@ -150,10 +150,10 @@ impl Acceptor {
         shared
             .stopping
             .store(true, std::sync::atomic::Ordering::Release);
-        for peer in &self.shared.peers {
+        for peer in self.shared.peers.iter() {
             peer.wake();
         }
-        for _ in &self.shared.peers {
+        for _ in self.shared.peers.iter() {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.stopped_acks.recv_timeout(left).is_err() {
                 warn!("a worker did not stop publishing in time; shutting down anyway");

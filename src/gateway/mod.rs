@@ -25,8 +25,8 @@ use mio::{Interest, Poll};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::reactor::{WAKER, Worker};
-use crate::shared::{IpLimiter, Peer, Shared};
-use crate::store::{Store, StoreLimits};
+use crate::shared::{IpLimiter, Peer, PeerOutlet, Shared};
+use crate::store::{RedisStore, Store, StoreLimits};
 use acceptor::{Acceptor, Listeners, Signals};
 use reload::Reloader;
 
@@ -191,7 +191,8 @@ impl Gateway {
             polls.push(worker_poll);
             inboxes.push(rx);
         }
-        let store = Store::local(StoreLimits::from_config(&config.mailbox), workers);
+        let peers: Arc<[Peer]> = peers.into();
+        let store = open_store(&config, workers, &peers)?;
         let (stopped, stopped_acks) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             config: arc_swap::ArcSwap::from_pointee(config),
@@ -260,6 +261,22 @@ impl Gateway {
             acceptor: Some(thread),
         })
     }
+}
+
+/// The in-memory store, or with `cluster.redis` the Redis-backed one (its
+/// threads start here; Redis need not be up yet).
+fn open_store(config: &Config, workers: usize, peers: &Arc<[Peer]>) -> Result<Store, StartError> {
+    let limits = StoreLimits::from_config(&config.mailbox);
+    let Some(addr) = &config.cluster.redis else {
+        return Ok(Store::local(limits, workers));
+    };
+    let outlet = Arc::new(PeerOutlet(peers.clone()));
+    let store = RedisStore::start(&config.cluster, limits, workers, outlet).map_err(StartError)?;
+    info!(
+        "cluster mode: mailboxes shared through redis at {addr}, key prefix {:?}",
+        config.cluster.key_prefix
+    );
+    Ok(Store::Redis(store))
 }
 
 /// SIGTERM and SIGINT stop the gateway; SIGHUP is noted (and must not kill

@@ -9,6 +9,7 @@ use super::{READ_BUDGET, Worker, backend_token};
 use crate::backend::{BackendConn, WorkerHub};
 use crate::metrics;
 use crate::net::BackendStream;
+use crate::store::{StoreError, Ticket};
 
 /// A backend that does not read its replies stops being read once this much
 /// is waiting for it (like Redis' client output buffer limit, but pausing
@@ -102,6 +103,35 @@ impl Worker {
         }
     }
 
+    /// A store's late answers to commands run here (PUBLISH, DEL): each
+    /// fills its reply slot, and each connection touched writes what
+    /// became ready.
+    pub(super) fn published(&mut self, done: Vec<(Ticket, Result<u64, StoreError>)>) {
+        let mut touched: Vec<usize> = Vec::new();
+        for (ticket, answer) in done {
+            let Some(key) = self.publishing.remove(&ticket) else {
+                continue; // its connection closed meanwhile
+            };
+            if let Some(backend) = self.backends.get_mut(key)
+                && backend.complete(ticket, answer)
+                && !touched.contains(&key)
+            {
+                touched.push(key);
+            }
+        }
+        for key in touched {
+            let backend = &mut self.backends[key];
+            if backend.dead {
+                continue;
+            }
+            match backend.flush() {
+                Ok(true) if backend.closing => self.kill_backend(key),
+                Ok(_) => self.after_backend_io(key),
+                Err(_) => self.kill_backend(key),
+            }
+        }
+    }
+
     fn backend_read(&mut self, key: usize) {
         let backend = &mut self.backends[key];
         if backend.closing || backend.paused {
@@ -127,11 +157,16 @@ impl Worker {
             now,
             announced: self.announced,
             commands: &mut self.counts.backend_commands,
+            worker: self.id,
+            tickets: Vec::new(),
         };
         let backend = &mut self.backends[key];
         let was_listening = backend.is_listening();
         let waiting = backend.execute_buffered(&mut hub);
         self.announced = hub.announced;
+        for ticket in hub.tickets {
+            self.publishing.insert(ticket, key);
+        }
         let is_listening = backend.is_listening();
         self.note_listening(was_listening, is_listening);
         if waiting {

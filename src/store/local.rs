@@ -21,6 +21,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod cache;
+
+pub use cache::{Appended, Span};
+
 use super::is_valid_name;
 use super::{Attach, Cursor, Message, Published, Register, StoreError, StoreLimits, StoreStats};
 
@@ -134,17 +138,31 @@ pub struct LocalStore {
     workers: usize,
     limits: StoreLimits,
     pub stats: StoreStats,
+    /// A cache of a shared store: new and deleted mailboxes are unborn
+    /// rather than given a generation of ours.
+    cache: bool,
 }
 
 impl LocalStore {
     pub fn new(limits: StoreLimits, workers: usize) -> LocalStore {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        let mut store = LocalStore::with_store_id(limits, workers, epoch);
+        store.cache = false;
+        store
+    }
+
+    /// A node's cache of a shared store (`cache.rs`): its cursors carry
+    /// `store_id`, one constant for the whole cluster, so that cursors from
+    /// any node (and any restart) are recognised, and the generations are
+    /// the shared store's epochs, 0 (unborn) until one is known.
+    pub fn with_store_id(limits: StoreLimits, workers: usize, store_id: u64) -> LocalStore {
         assert!(
             (1..=MAX_WORKERS).contains(&workers),
             "1 to {MAX_WORKERS} workers (a u64 mask)"
         );
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
+        let epoch = store_id;
         LocalStore {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -162,6 +180,7 @@ impl LocalStore {
             workers,
             limits,
             stats: StoreStats::default(),
+            cache: true,
         }
     }
 
@@ -192,11 +211,19 @@ impl LocalStore {
         lock(&self.shards[index])
     }
 
+    fn fresh_generation(&self) -> u64 {
+        if self.cache {
+            Cursor::UNBORN_GENERATION
+        } else {
+            self.next_generation.fetch_add(1, Ordering::Relaxed)
+        }
+    }
+
     /// A mailbox entry that holds no mail yet (and so is not counted).
     fn new_mailbox(&self, name: &str) -> Mailbox {
         Mailbox {
             name: Arc::from(name),
-            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            generation: self.fresh_generation(),
             last_seq: 0,
             messages: VecDeque::new(),
             bytes: 0,
@@ -286,7 +313,7 @@ impl LocalStore {
 
     fn count_refusal(&self, error: &StoreError) {
         let counter = match error {
-            StoreError::BadName => return,
+            StoreError::BadName | StoreError::Unavailable(_) => return,
             StoreError::TooLarge { .. } => &self.stats.rejected_too_large,
             StoreError::TooManyMailboxes { .. } => &self.stats.rejected_mailbox_limit,
             StoreError::TooManySubscribers { .. } => &self.stats.rejected_subscriber_limit,
@@ -567,7 +594,7 @@ impl LocalStore {
         while !mailbox.messages.is_empty() {
             self.drop_front(mailbox);
         }
-        mailbox.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        mailbox.generation = self.fresh_generation();
         mailbox.last_seq = 0;
         mailbox.touch_idle(now);
         self.forget_if_unneeded(&mut shard, name, now, self.grace());

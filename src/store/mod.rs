@@ -2,8 +2,10 @@
 //! and which workers hold subscribers of each mailbox.
 //!
 //! Workers reach the store only through [`Store`], an enum of the known
-//! backends. Today that is [`LocalStore`], the sharded in-memory store; a
-//! Redis-backed and an on-disk store slot in as variants. Operations that a
+//! backends: [`LocalStore`], the sharded in-memory store, and
+//! [`RedisStore`], mailboxes shared by several gateways through Redis
+//! (`redis/`, docs/cluster.md), which keeps a `LocalStore` as this node's
+//! cache. Operations that a
 //! remote store cannot answer at once return [`Answer::Pending`] with a
 //! ticket; its completion reaches the worker as a message on its inbox. The
 //! local store always answers [`Answer::Ready`], so it costs nothing.
@@ -14,9 +16,11 @@
 
 mod local;
 mod message;
+pub mod redis;
 
 pub use local::LocalStore;
 pub use message::{Cursor, ENCODING_SLOTS, Follows, Message};
+pub use redis::RedisStore;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -59,13 +63,24 @@ impl StoreLimits {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
     BadName,
-    TooLarge { limit: usize },
-    TooManyMailboxes { limit: usize },
-    TooManySubscribers { limit: usize },
-    OutOfMemory { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
+    TooManyMailboxes {
+        limit: usize,
+    },
+    TooManySubscribers {
+        limit: usize,
+    },
+    OutOfMemory {
+        limit: usize,
+    },
+    /// A shared store (Redis) is out of reach or did not answer in time;
+    /// the text says which. Backends get `-TRYAGAIN`, browsers a 503.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -92,6 +107,7 @@ impl std::fmt::Display for StoreError {
                 f,
                 "retained messages would exceed mailbox.max-memory ({limit} bytes)"
             ),
+            StoreError::Unavailable(why) => write!(f, "cluster store unavailable: {why}"),
         }
     }
 }
@@ -165,6 +181,8 @@ pub enum Answer<T> {
 pub enum Store {
     /// In memory, in this process (the default).
     Local(LocalStore),
+    /// Shared with other gateways through Redis (`cluster.redis`).
+    Redis(RedisStore),
 }
 
 impl Store {
@@ -172,58 +190,57 @@ impl Store {
         Store::Local(LocalStore::new(limits, workers))
     }
 
-    pub fn limits(&self) -> &StoreLimits {
+    /// The in-memory store that serves reads: the store itself, or the
+    /// node's cache of a shared one.
+    fn serving(&self) -> &LocalStore {
         match self {
-            Store::Local(s) => s.limits(),
+            Store::Local(s) => s,
+            Store::Redis(r) => r.local(),
         }
+    }
+
+    pub fn limits(&self) -> &StoreLimits {
+        self.serving().limits()
     }
 
     pub fn stats(&self) -> &StoreStats {
-        match self {
-            Store::Local(s) => &s.stats,
-        }
+        &self.serving().stats
     }
 
     /// Mailboxes that hold (or held) mail; waiting subscribers of empty
-    /// mailboxes are not counted here.
+    /// mailboxes are not counted here. (Redis: those this node caches.)
     pub fn mailbox_count(&self) -> usize {
-        match self {
-            Store::Local(s) => s.mailbox_count(),
-        }
+        self.serving().mailbox_count()
     }
 
     /// Payload bytes retained.
     pub fn retained_bytes(&self) -> usize {
-        match self {
-            Store::Local(s) => s.retained_bytes(),
-        }
+        self.serving().retained_bytes()
     }
 
     /// Messages retained.
     pub fn retained_messages(&self) -> usize {
-        match self {
-            Store::Local(s) => s.retained_messages(),
-        }
+        self.serving().retained_messages()
     }
 
     /// Payload plus cached encodings: what `mailbox.max-memory` caps.
     pub fn memory_used(&self) -> usize {
-        match self {
-            Store::Local(s) => s.memory_used(),
-        }
+        self.serving().memory_used()
     }
 
-    /// Stores a message. (A remote store will answer this later too; the
-    /// backend connection then keeps its replies in order with a queue of
-    /// reply slots. The local store answers at once.)
+    /// Stores a message. A remote store answers later: its completion
+    /// (`ToWorker::Published`) goes to `worker`, and the backend connection
+    /// keeps its replies in order with a queue of reply slots.
     pub fn publish(
         &self,
         name: &[u8],
         payload: Vec<u8>,
         now: Instant,
-    ) -> Result<Published, StoreError> {
+        worker: usize,
+    ) -> Answer<Result<Published, StoreError>> {
         match self {
-            Store::Local(s) => s.publish(name, payload, now),
+            Store::Local(s) => Answer::Ready(s.publish(name, payload, now)),
+            Store::Redis(r) => r.publish(name, payload, worker),
         }
     }
 
@@ -239,6 +256,7 @@ impl Store {
     ) -> Answer<Result<Attach, StoreError>> {
         match self {
             Store::Local(s) => Answer::Ready(s.attach(name, since, worker, register, now)),
+            Store::Redis(r) => r.attach(name, since, worker, register, now),
         }
     }
 
@@ -253,6 +271,7 @@ impl Store {
     ) -> (Vec<Arc<Message>>, bool) {
         match self {
             Store::Local(s) => s.read_after(name, since, now),
+            Store::Redis(r) => r.local().read_after(name, since, now),
         }
     }
 
@@ -261,6 +280,7 @@ impl Store {
     pub fn position(&self, name: &str, now: Instant) -> Cursor {
         match self {
             Store::Local(s) => s.position(name, now),
+            Store::Redis(r) => r.local().position(name, now),
         }
     }
 
@@ -269,19 +289,34 @@ impl Store {
     pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) -> bool {
         match self {
             Store::Local(s) => s.detach(name, worker, count, now),
+            Store::Redis(r) => r.local().detach(name, worker, count, now),
         }
     }
 
-    /// DEL. Returns whether the mailbox existed.
+    /// DEL. Returns whether the mailbox existed (a shared store: whether
+    /// this node knew it; backends' DEL goes through [`Store::delete_all`]).
     pub fn delete(&self, name: &[u8], now: Instant) -> bool {
         match self {
             Store::Local(s) => s.delete(name, now),
+            Store::Redis(r) => r.local().delete(name, now),
+        }
+    }
+
+    /// `DEL name…`: how many existed. A shared store deletes for every
+    /// node and answers later, to `worker`.
+    pub fn delete_all(&self, names: &[&[u8]], now: Instant, worker: usize) -> Answer<u64> {
+        match self {
+            Store::Local(s) => {
+                Answer::Ready(names.iter().filter(|name| s.delete(name, now)).count() as u64)
+            }
+            Store::Redis(r) => r.delete_all(names, worker),
         }
     }
 
     pub fn subscriber_count(&self, name: &[u8]) -> u64 {
         match self {
             Store::Local(s) => s.subscriber_count(name),
+            Store::Redis(r) => r.local().subscriber_count(name),
         }
     }
 
@@ -289,15 +324,14 @@ impl Store {
     pub fn active_names(&self) -> Vec<Arc<str>> {
         match self {
             Store::Local(s) => s.active_names(),
+            Store::Redis(r) => r.local().active_names(),
         }
     }
 
     /// Expiry, forgetting idle mailboxes, and the memory cap. About once a
     /// second, off the workers.
     pub fn sweep(&self, now: Instant) {
-        match self {
-            Store::Local(s) => s.sweep(now),
-        }
+        self.serving().sweep(now)
     }
 }
 

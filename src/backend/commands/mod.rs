@@ -18,6 +18,7 @@ pub use glob::Glob;
 pub use introspect::REDIS_VERSION;
 
 use super::resp;
+use crate::store::Ticket;
 
 /// Longest command name or argument text echoed in an error, as Redis.
 const ECHO_MAX: usize = 128;
@@ -25,14 +26,20 @@ const ECHO_MAX: usize = 128;
 /// The gateway as the commands see it. The reactor implements it over the
 /// mailbox store; tests use a fake.
 pub trait Hub {
-    /// Stores and delivers a message; Ok(receivers it was handed to now).
-    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<u64, HubError>;
+    /// Stores and delivers a message: the receivers it was handed to, now
+    /// or once the store has answered.
+    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<Publish, HubError>;
     fn numsub(&mut self, mailbox: &[u8]) -> u64;
     /// Names of mailboxes with subscribers. PUBSUB CHANNELS filters them by
     /// its pattern itself, so the hub never runs a glob under a lock.
     fn channels(&mut self) -> Vec<Vec<u8>>;
     /// True if the mailbox existed.
     fn delete(&mut self, mailbox: &[u8]) -> bool;
+    /// `DEL name…`: how many existed, now or once the store has answered
+    /// (a shared store deletes for every node).
+    fn delete_all(&mut self, names: &[&[u8]]) -> Publish {
+        Publish::Now(names.iter().filter(|name| self.delete(name)).count() as u64)
+    }
     /// Appends "# Section\r\nkey:value\r\n…" sections of gateway stats.
     /// `section` is lowercase (`all` arrives as `everything`); None means
     /// the default set (`INFO`, `INFO default`). Blank lines are
@@ -47,6 +54,16 @@ pub trait Hub {
     fn uptime_secs(&self) -> Option<u64> {
         None
     }
+}
+
+/// A count to reply with (PUBLISH's receivers, DEL's deletions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// The count, to reply with now.
+    Now(u64),
+    /// The store answers later (a remote store, a disk's fsync): the reply
+    /// holds its place until the ticket's completion arrives.
+    Later(Ticket),
 }
 
 /// Why a publish was refused; the text is the message after `-ERR `.
@@ -93,6 +110,9 @@ pub enum After {
     Continue,
     /// Close once the reply is flushed (QUIT).
     Close,
+    /// No reply yet: the connection keeps a slot for it, and the replies
+    /// to later commands queue behind it, until `Ticket` completes.
+    Wait(Ticket),
 }
 
 /// The commands we run. Containers (CLIENT, COMMAND, PUBSUB) resolve to one
@@ -364,7 +384,7 @@ pub fn execute<H: Hub>(
     // Arity is checked, so the arguments indexed below are there.
     let proto = session.proto;
     match cmd {
-        Cmd::Publish => pubsub::publish(args[1], args[2], hub, out),
+        Cmd::Publish => return pubsub::publish(args[1], args[2], hub, out),
         Cmd::Ping if proto == 2 && session.pubsub.is_active() => {
             // Redis' pub/sub-mode PING: ["pong", message or ""].
             resp::array_len(out, 2);
@@ -381,7 +401,7 @@ pub fn execute<H: Hub>(
         Cmd::Hello => connection::hello(session, args, hub, out),
         Cmd::Auth => connection::auth(session, args, hub, out),
         Cmd::Select => connection::select(args[1], out),
-        Cmd::Del => pubsub::del(&args[1..], hub, out),
+        Cmd::Del => return pubsub::del(&args[1..], hub, out),
         Cmd::Info => introspect::info(session, &args[1..], hub, out),
         Cmd::Subscribe => pubsub::subscribe(session, spec.name, &args[1..], out),
         Cmd::Unsubscribe => pubsub::unsubscribe(session, spec.name, &args[1..], out),

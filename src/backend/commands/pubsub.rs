@@ -2,7 +2,7 @@
 //! PUBSUB introspection, and answers for SUBSCRIBE and friends, which
 //! cometbox serves over HTTP instead.
 
-use super::{Glob, Hub, HubError, Session, count};
+use super::{After, Glob, Hub, HubError, Publish, Session, count};
 use crate::backend::events;
 use crate::backend::resp;
 
@@ -13,19 +13,29 @@ use crate::backend::resp;
 /// 1,000 KiB `*[xxx…` once stalled the store for 34 s).
 pub const MAX_PATTERN_LEN: usize = 1024;
 
-pub(super) fn publish<H: Hub>(mailbox: &[u8], payload: &[u8], hub: &mut H, out: &mut Vec<u8>) {
+pub(super) fn publish<H: Hub>(
+    mailbox: &[u8],
+    payload: &[u8],
+    hub: &mut H,
+    out: &mut Vec<u8>,
+) -> After {
     match hub.publish(mailbox, payload.to_vec()) {
-        Ok(receivers) => count(out, receivers),
+        Ok(Publish::Now(receivers)) => count(out, receivers),
+        Ok(Publish::Later(ticket)) => return After::Wait(ticket),
         Err(HubError::BadName(text) | HubError::TooLarge(text) | HubError::Full(text)) => {
             resp::error(out, &format!("ERR {text}"))
         }
     }
+    After::Continue
 }
 
 /// `DEL mailbox…`: the number that existed.
-pub(super) fn del<H: Hub>(names: &[&[u8]], hub: &mut H, out: &mut Vec<u8>) {
-    let deleted = names.iter().filter(|name| hub.delete(name)).count();
-    count(out, deleted as u64);
+pub(super) fn del<H: Hub>(names: &[&[u8]], hub: &mut H, out: &mut Vec<u8>) -> After {
+    match hub.delete_all(names) {
+        Publish::Now(deleted) => count(out, deleted),
+        Publish::Later(ticket) => return After::Wait(ticket),
+    }
+    After::Continue
 }
 
 /// `PUBSUB CHANNELS [pattern]`. The hub hands over every name and the glob
