@@ -114,3 +114,17 @@ fn the_versioned_url_is_immutable_and_gzip_is_what_the_browser_downloads() {
     );
     assert_eq!(gw.get("/cometbox-0.0.0.js").status, 404);
 }
+
+#[test]
+fn the_script_carries_one_allow_origin_even_when_every_origin_is_allowed() {
+    let gw = Gateway::start("mailbox.cors-origins = ( \"*\" )\n");
+    let resp = gw.get_with("/cometbox.mjs", "Origin: https://app.example\r\n");
+    assert_eq!(resp.status, 200);
+    let grants = resp
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("access-control-allow-origin"))
+        .count();
+    assert_eq!(grants, 1, "two grants make browsers refuse the module");
+    assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+}

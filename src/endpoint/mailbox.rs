@@ -173,6 +173,7 @@ fn preflight(ctx: &Context) -> Response {
         headers,
         body: Body::Empty,
         head_only: true,
+        grants_any_origin: false,
     }
 }
 

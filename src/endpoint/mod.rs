@@ -60,6 +60,9 @@ pub struct Response {
     /// The head only (HEAD, 304): the length of `body` is still announced
     /// unless `status` has no body.
     pub head_only: bool,
+    /// `headers` carry `Access-Control-Allow-Origin: *`: no per-origin
+    /// grant is added (two such headers make browsers refuse the response).
+    pub grants_any_origin: bool,
 }
 
 #[derive(Debug)]
@@ -130,6 +133,7 @@ pub fn handle(req: &Request<'_>, ctx: &Context, shared: &Shared) -> Result<Outco
                 headers: b"Allow: GET, HEAD, OPTIONS\r\n".to_vec(),
                 body: Body::Empty,
                 head_only: true,
+                grants_any_origin: false,
             })),
             _ => Err(HttpError::bad_request("* is a target for OPTIONS only")),
         },

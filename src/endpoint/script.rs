@@ -102,6 +102,7 @@ pub fn respond(req: &Request<'_>, script: &'static ClientScript) -> Result<Outco
             headers,
             body: Body::Empty,
             head_only: true,
+            grants_any_origin: true,
         }));
     }
     let body: &'static [u8] = if req.accepts_gzip {
@@ -116,6 +117,7 @@ pub fn respond(req: &Request<'_>, script: &'static ClientScript) -> Result<Outco
         headers,
         body: Body::Static(body),
         head_only: req.method() == Method::Head,
+        grants_any_origin: true,
     }))
 }
 

@@ -34,8 +34,12 @@ impl Worker {
         head.clear();
         http::write_head(head, response.status, ctx.http11, self.date.get());
         head.extend_from_slice(&response.headers);
-        ctx.cors
-            .write_headers(head, &self.shared.config().mailbox.cors_origins);
+        // An endpoint that grants every origin itself (the client script:
+        // `Access-Control-Allow-Origin: *`) must not get a second grant.
+        if !response.grants_any_origin {
+            ctx.cors
+                .write_headers(head, &self.shared.config().mailbox.cors_origins);
+        }
         http::write_connection(head, ctx.http11, ctx.keep_alive);
         let body: &'static [u8] = match response.body {
             Body::Empty => b"",
