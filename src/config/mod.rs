@@ -9,6 +9,7 @@
 mod env;
 mod files;
 mod keys;
+mod kind;
 mod lexer;
 mod loader;
 mod reload;
