@@ -51,6 +51,10 @@ check "cargo deb built cometbox_${version}_amd64.deb" test "$(basename "$deb")" 
 echo "== dpkg -i $(basename "$deb")"
 dpkg -i "$deb" >"$work/dpkg-i.log" 2>&1 || { cat "$work/dpkg-i.log" >&2; exit 1; }
 unit=/usr/lib/systemd/system/cometbox.service
+# What systemd's RuntimeDirectory=cometbox / RuntimeDirectoryMode=0755 make
+# before ExecStartPre runs `cometbox -t`, which checks (as the start does)
+# that the backend socket's directory exists.
+install -d -o cometbox -g cometbox -m 0755 /run/cometbox
 check "/usr/bin/cometbox is installed and runs" /usr/bin/cometbox -t -c /etc/cometbox/gateway.conf
 check "/etc/cometbox/gateway.conf is a conffile" \
     grep -qx ' /etc/cometbox/gateway.conf [0-9a-f]*' <(dpkg-query -W -f='${Conffiles}\n' cometbox)
@@ -68,8 +72,6 @@ for line in "User=cometbox" "RuntimeDirectory=cometbox" "StateDirectory=cometbox
 done
 
 echo "== the gateway as user cometbox on /etc/cometbox/gateway.conf"
-# What systemd's RuntimeDirectory=cometbox / RuntimeDirectoryMode=0755 make.
-install -d -o cometbox -g cometbox -m 0755 /run/cometbox
 config=/etc/cometbox/gateway.conf
 if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
     # Something else here holds the packaged port: the same config on a free one.
