@@ -6,6 +6,7 @@
 #   bench/run.sh            the full sizes of docs/BENCHMARKS.md (~10 minutes)
 #   bench/run.sh --quick    a tenth of them, to check that everything works
 #   BENCH_TARGETS="cometbox nchan" bench/run.sh    a subset of servers
+#   BENCH_SCENARIOS="fanout longpoll" bench/run.sh  a subset of scenarios
 #
 # Installs the peers when missing (as root): nginx-light with
 # libnginx-mod-nchan, and pushpin. Every server is started here with a config
@@ -125,7 +126,7 @@ run() { # target scenario args...
 
 for target in $targets; do
     # A fresh server for each scenario, so one's leftovers never weigh on the next.
-    scenarios="idle-sse idle-longpoll fanout throughput throughput-paced longpoll connect"
+    scenarios="${BENCH_SCENARIOS:-idle-sse idle-longpoll fanout throughput throughput-paced longpoll connect}"
     case $target in
     pushpin) scenarios="idle-sse fanout throughput throughput-paced connect" ;; # its long-poll needs a GRIP origin per request
     floor) scenarios="fanout" ;;
