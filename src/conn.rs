@@ -272,6 +272,14 @@ mod size {
     fn conn_stays_small() {
         let size = std::mem::size_of::<super::Conn>();
         println!("Conn is {size} bytes");
-        assert!(size <= 256, "Conn grew to {size} bytes");
+        // mio keeps the id of the poller a socket is registered with only in
+        // debug builds (to catch registering with two): 16 bytes the release
+        // build, whose footprint this guards, does not have.
+        let limit = if cfg!(debug_assertions) {
+            256 + 16
+        } else {
+            256
+        };
+        assert!(size <= limit, "Conn grew to {size} bytes");
     }
 }

@@ -48,55 +48,7 @@ impl Gateway {
     }
 
     pub fn start_with(dir: tempfile::TempDir, config: PathBuf) -> Result<Gateway, String> {
-        let log = dir.path().join(format!(
-            "gateway-{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
-        let log = unique(log);
-        let child = Command::new(BIN)
-            .arg("-c")
-            .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn cometbox");
-        let mut gw = Gateway {
-            child: Some(child),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            socket: dir.path().join("gw.sock"),
-            config,
-            dir,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = gw.log();
-            if let Some(at) = text.find("listening for HTTP on ") {
-                let rest = &text[at + "listening for HTTP on ".len()..];
-                let addr = rest.split_whitespace().next().unwrap();
-                gw.addr = addr.parse().expect("address in log");
-                if let Some(at) = text.find("backend socket at ") {
-                    let path = text[at + "backend socket at ".len()..]
-                        .lines()
-                        .next()
-                        .unwrap();
-                    gw.socket = PathBuf::from(path.trim());
-                }
-                return Ok(gw);
-            }
-            if let Some(status) = gw.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(format!("exited with {status}:\n{text}"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("no 'listening' line within 20 s:\n{text}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Gateway::start_bin_with(BIN, dir, config)
     }
 
     pub fn log(&self) -> String {
@@ -448,7 +400,7 @@ impl Gateway {
         dir: tempfile::TempDir,
         config: PathBuf,
     ) -> Result<Gateway, String> {
-        let log = unique(dir.path().join("gateway-bin.log"));
+        let log = unique(dir.path().join("gateway.log"));
         let child = Command::new(bin)
             .arg("-c")
             .arg(&config)
