@@ -24,6 +24,10 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     mailboxes: Vec<String>,
+    /// Mailboxes a Bayeux client may publish to (`bayeux.client-publish`),
+    /// in the same form as `mailboxes`.
+    #[serde(default)]
+    publish: Vec<String>,
 }
 
 /// Why a request was refused. Each maps to a status and a short reason.
@@ -168,6 +172,27 @@ impl Auth {
 
     /// Verifies `token` for `mailbox`.
     pub fn check(&self, token: Option<&[u8]>, mailbox: &str) -> Result<Grant, Denied> {
+        let claims = self.verify(token)?;
+        if !grants(&claims.mailboxes, mailbox) {
+            return Err(Denied::NotGranted);
+        }
+        Ok(Grant {
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Verifies `token` for publishing to `mailbox` (its `publish` claim).
+    pub fn check_publish(&self, token: Option<&[u8]>, mailbox: &str) -> Result<Grant, Denied> {
+        let claims = self.verify(token)?;
+        if !grants(&claims.publish, mailbox) {
+            return Err(Denied::NotGranted);
+        }
+        Ok(Grant {
+            expires_at: claims.exp,
+        })
+    }
+
+    fn verify(&self, token: Option<&[u8]>) -> Result<Claims, Denied> {
         let token = token.filter(|t| !t.is_empty()).ok_or(Denied::Missing)?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(Denied::Malformed);
@@ -182,12 +207,7 @@ impl Auth {
                 _ => Denied::Malformed,
             },
         )?;
-        if !grants(&data.claims.mailboxes, mailbox) {
-            return Err(Denied::NotGranted);
-        }
-        Ok(Grant {
-            expires_at: data.claims.exp,
-        })
+        Ok(data.claims)
     }
 }
 

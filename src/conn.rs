@@ -29,6 +29,9 @@ pub struct Held {
     /// More than `ready` arrived, or it did not follow the cursor: read the
     /// store when answering.
     pub ready_more: bool,
+    /// A Bayeux `/meta/connect`: its replies go first in the answer, and
+    /// the cursors go back to its session.
+    pub bayeux: Option<Box<crate::endpoint::bayeux::Connect>>,
 }
 
 /// The protocol state. What moves each variant on is said beside it.
@@ -91,6 +94,10 @@ pub struct Subs {
     first: Option<Subscription>,
     /// Boxed: a pointer in every connection, a vector only in multiplexed
     /// ones.
+    #[expect(
+        clippy::box_collection,
+        reason = "one pointer per connection, not a Vec's three words"
+    )]
     rest: Option<Box<Vec<Subscription>>>,
 }
 
@@ -113,7 +120,9 @@ impl Subs {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
-        self.first.iter().chain(self.rest.iter().flat_map(|r| r.iter()))
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
     pub fn get_mut(&mut self, mailbox: &str) -> Option<&mut Subscription> {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod net;
 pub mod out;
 pub mod reactor;
+pub mod session;
 pub mod shared;
 pub mod store;
 pub mod transport;

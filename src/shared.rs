@@ -17,6 +17,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::BackendStream;
+use crate::session::{Sessions, Wake};
 use crate::store::{Attach, Message, Store, StoreError, Ticket};
 
 /// What a worker's inbox takes.
@@ -27,6 +28,8 @@ pub enum ToWorker {
     Deliver(Vec<Arc<Message>>),
     /// A store's late answer to an attach (`Answer::Pending`).
     Attached(Ticket, Result<Attach, StoreError>),
+    /// A held Bayeux `/meta/connect` to answer now (docs/bayeux.md).
+    Wake(Wake),
     /// Shutdown, first step: stop taking publishes, post what was
     /// announced, then tell `ack`. After every worker has, nothing
     /// acknowledged to a backend is still on its way.
@@ -148,6 +151,29 @@ pub struct Shared {
     /// Argument memory of all backends' unfinished commands.
     pub backend_budget: Budget,
     pub started: Instant,
+    /// Bayeux sessions, whichever worker their requests land on.
+    pub sessions: Sessions,
+}
+
+/// The session table the config asks for.
+pub fn sessions_for(config: &Config) -> Sessions {
+    let bayeux = &config.bayeux;
+    Sessions::new(
+        bayeux.max_sessions,
+        bayeux.session_timeout,
+        config.mailbox.poll_timeout,
+    )
+}
+
+impl Shared {
+    /// Tells the workers holding these connects to answer them.
+    pub fn wake(&self, wakes: impl IntoIterator<Item = Wake>) {
+        for wake in wakes {
+            if let Some(peer) = self.peers.get(wake.worker) {
+                peer.post(ToWorker::Wake(wake));
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -157,6 +183,7 @@ impl Shared {
     pub fn for_tests(config: Config) -> Arc<Shared> {
         let auth = Auth::from_config(&config.auth).expect("test auth config");
         let store = Store::local(crate::store::StoreLimits::from_config(&config.mailbox), 1);
+        let sessions = sessions_for(&config);
         Arc::new(Shared {
             config,
             auth,
@@ -166,6 +193,7 @@ impl Shared {
             ip_limiter: IpLimiter::default(),
             backend_budget: Budget::new(usize::MAX),
             started: Instant::now(),
+            sessions,
         })
     }
 }

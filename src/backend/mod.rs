@@ -245,6 +245,9 @@ impl Hub for WorkerHub<'_> {
     fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<u64, HubError> {
         match self.shared.store.publish(mailbox, payload, self.now) {
             Ok(published) => {
+                // Bayeux wildcard subscribers learn of new mailboxes here.
+                let wakes = self.shared.sessions.on_publish(&published.message);
+                self.shared.wake(wakes);
                 let mut mask = published.workers;
                 while mask != 0 {
                     let worker = mask.trailing_zeros() as usize;

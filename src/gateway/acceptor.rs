@@ -104,6 +104,7 @@ impl Acceptor {
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 self.shared.store.sweep(Instant::now());
+                self.shared.sessions.sweep(Instant::now());
                 last_sweep = Instant::now();
             }
         }

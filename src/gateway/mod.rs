@@ -162,6 +162,7 @@ impl Gateway {
             inboxes.push(rx);
         }
         let store = Store::local(StoreLimits::from_config(&config.mailbox), workers);
+        let sessions = crate::shared::sessions_for(&config);
         let shared = Arc::new(Shared {
             config,
             auth,
@@ -171,6 +172,7 @@ impl Gateway {
             ip_limiter: IpLimiter::default(),
             backend_budget: crate::shared::Budget::new(crate::backend::MAX_COMMANDS_TOTAL),
             started: Instant::now(),
+            sessions,
         });
         let mut threads = Vec::with_capacity(workers);
         for (id, ((worker_poll, inbox), listener)) in polls

@@ -16,6 +16,7 @@
 
 mod admission;
 mod backend_io;
+mod bayeux;
 mod delivery;
 mod http_io;
 mod lifecycle;
@@ -72,6 +73,7 @@ struct Scratch {
     /// A composite cursor.
     cursor: Vec<u8>,
     poll: longpoll::Scratch,
+    bayeux: crate::endpoint::bayeux::reply::Scratch,
 }
 
 pub struct Worker {
@@ -243,6 +245,7 @@ impl Worker {
                     }
                 }
                 ToWorker::Attached(ticket, result) => self.attached(ticket, result),
+                ToWorker::Wake(wake) => self.wake(wake),
                 ToWorker::StopPublishing { ack } => self.stop_publishing(ack),
                 ToWorker::Shutdown => self.begin_shutdown(),
             }

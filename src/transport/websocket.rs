@@ -167,8 +167,11 @@ pub enum Inbound {
         reason: Vec<u8>,
     },
     /// A complete client data message was received (and dropped: the
-    /// gateway does not route client data yet).
+    /// gateway does not route client data, except Bayeux's).
     Message,
+    /// A complete text message, kept because the decoder was told to
+    /// ([`InboundDecoder::keep_text`]; Bayeux over WebSocket).
+    Text(Vec<u8>),
 }
 
 /// The client broke the protocol: send a close frame with this code and
@@ -286,6 +289,8 @@ struct Message {
     /// Payload bytes announced so far, over all its frames.
     size: u64,
     utf8: Utf8Validator,
+    /// The text so far, when kept.
+    text: Vec<u8>,
 }
 
 /// Decodes client frames. Call `decode` with the unconsumed input until it
@@ -297,14 +302,23 @@ pub struct InboundDecoder {
     /// Set while a message is open; it outlives frames when fragmented.
     /// Whenever `frame` is `Payload`, this is `Some`.
     message: Option<Message>,
+    /// Keep text messages (`Inbound::Text`) instead of dropping them.
+    keep_text: bool,
 }
 
 impl InboundDecoder {
+    /// From now on, text messages are kept and handed over whole (up to
+    /// the decoder's message size limit).
+    pub fn keep_text(&mut self) {
+        self.keep_text = true;
+    }
+
     pub fn new(max_message_size: usize) -> Self {
         InboundDecoder {
             max_message_size,
             frame: Frame::Header,
             message: None,
+            keep_text: false,
         }
     }
 
@@ -340,6 +354,7 @@ impl InboundDecoder {
             opcode: header.opcode,
             size: 0,
             utf8: Utf8Validator::default(),
+            text: Vec::new(),
         });
         message.size += header.payload_len;
         let payload = Payload {
@@ -448,6 +463,9 @@ impl InboundDecoder {
             if !message.utf8.feed(piece) {
                 return violation(CLOSE_INVALID_DATA, "text message is not UTF-8");
             }
+            if self.keep_text {
+                message.text.extend_from_slice(piece);
+            }
         }
         payload.mask_offset = (payload.mask_offset + take) % 4;
         payload.remaining -= take as u64;
@@ -461,7 +479,10 @@ impl InboundDecoder {
         if message.opcode == Opcode::Text && !message.utf8.is_complete() {
             return violation(CLOSE_INVALID_DATA, "text message ends inside a character");
         }
-        self.message = None;
+        let message = self.message.take().expect("open, checked above");
+        if self.keep_text && message.opcode == Opcode::Text {
+            return Ok((take, Some(Inbound::Text(message.text))));
+        }
         Ok((take, Some(Inbound::Message)))
     }
 }

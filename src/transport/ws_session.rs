@@ -23,6 +23,10 @@ pub struct WsState {
     /// When the connection ends by itself (stream-max-duration or the
     /// token's expiry), in ms on the worker clock.
     pub ends_at: Option<u64>,
+    /// A Bayeux session over this socket (docs/bayeux.md): its text
+    /// messages are kept in `texts` for the worker to run.
+    pub bayeux: Option<Box<crate::endpoint::bayeux::WsSession>>,
+    pub texts: Vec<Vec<u8>>,
 }
 
 impl WsState {
@@ -33,6 +37,8 @@ impl WsState {
             pong_owed: None,
             sent: 0,
             ends_at,
+            bayeux: None,
+            texts: Vec::new(),
         }
     }
 
@@ -132,6 +138,7 @@ pub fn read_frames(ws: &mut WsState, buf: &mut [u8], out: &mut Vec<u8>) -> (usiz
                 ws.ping_outstanding = false;
                 match event {
                     Some(Inbound::Ping(payload)) => ws.pong_owed = Some(payload.into()),
+                    Some(Inbound::Text(text)) => ws.texts.push(text),
                     Some(Inbound::Pong(_)) | Some(Inbound::Message) | None => {}
                     Some(Inbound::Close { code, .. }) => {
                         // Echo the peer's code, as RFC 6455 5.5.1 suggests.
