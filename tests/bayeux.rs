@@ -424,3 +424,90 @@ fn a_websocket_session_pushes_deliveries_and_paces_connects_by_the_heartbeat() {
     assert_eq!(reply["successful"], true);
     assert_eq!(data(&got), [json!("after")]);
 }
+
+// ----- tokens ----------------------------------------------------------------
+
+const SECRET: &str = "this-is-a-test-secret-of-32-bytes-or-more";
+
+fn token(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn auth_gateway(extra: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let config = dir.path().join("gateway.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "{}auth.required = \"enable\"\nauth.jwt-secret-file = \"{}\"\n{extra}\n",
+            base_config(dir.path()),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    Gateway::start_with(dir, config).unwrap()
+}
+
+#[test]
+fn tokens_in_ext_grant_subscriptions_and_the_publish_claim_grants_publishing() {
+    let gw = auth_gateway("bayeux.client-publish = \"enable\"\nmailbox.poll-timeout = 2");
+    let exp = unix_now() + 600;
+    let grant = token(json!({"exp": exp, "mailboxes": ["room/*"], "publish": ["room/out"]}));
+    // The handshake's ext.token is kept for the session's subscribes.
+    let replies = post(
+        &gw,
+        json!([{"channel": "/meta/handshake", "version": "1.0",
+                "supportedConnectionTypes": ["long-polling"], "ext": {"token": grant}}]),
+    );
+    let client = replies[0]["clientId"].as_str().unwrap().to_string();
+    assert_eq!(subscribe(&gw, &client, "/room/a")["successful"], true);
+    assert_eq!(subscribe(&gw, &client, "/room/**")["successful"], true);
+    let refused = subscribe(&gw, &client, "/other");
+    assert_eq!(refused["successful"], false);
+    assert_eq!(refused["error"], "403::mailbox not granted");
+    assert_eq!(
+        subscribe(&gw, &client, "/**")["error"],
+        "403::mailbox not granted"
+    );
+    // Without any token: told why.
+    let anonymous = handshake(&gw);
+    assert_eq!(
+        subscribe(&gw, &anonymous, "/room/a")["error"],
+        "401::token required"
+    );
+    // A subscribe's own ext.token works too.
+    let replies = post(
+        &gw,
+        json!([{"channel": "/meta/subscribe", "clientId": anonymous, "subscription": "/room/b",
+                "ext": {"token": grant}}]),
+    );
+    assert_eq!(replies[0]["successful"], true);
+    // Publishing: only where the publish claim says.
+    let replies = post(
+        &gw,
+        json!([
+            {"channel": "/room/out", "clientId": client, "data": {"ok": true}, "id": "p1"},
+            {"channel": "/room/a", "clientId": client, "data": 1, "id": "p2"},
+        ]),
+    );
+    let by_id = |id: &str| replies.iter().find(|r| r["id"] == id).unwrap().clone();
+    assert_eq!(by_id("p1")["successful"], true);
+    assert_eq!(by_id("p2")["error"], "403::publish not granted");
+    // The client's own publish reaches it under its /room/** subscription.
+    let (_, got) = connect(&gw, &client);
+    assert_eq!(data(&got), [json!({"ok": true})]);
+}
