@@ -127,6 +127,9 @@ run() { # target scenario args...
 for target in $targets; do
     # A fresh server for each scenario, so one's leftovers never weigh on the next.
     scenarios="${BENCH_SCENARIOS:-idle-sse idle-longpoll fanout throughput throughput-paced longpoll connect}"
+    # Bayeux (CometD/Faye clients) is cometbox's own: fan-out beside SSE's,
+    # and beside a plain long-poll's (the same request cycle per delivery).
+    [ "$target" = cometbox ] && [ -z "${BENCH_SCENARIOS:-}" ] && scenarios="$scenarios fanout-longpoll fanout-bayeux-longpoll fanout-bayeux-websocket"
     case $target in
     pushpin) scenarios="idle-sse fanout throughput throughput-paced connect" ;; # its long-poll needs a GRIP origin per request
     floor) scenarios="fanout" ;;
@@ -135,7 +138,7 @@ for target in $targets; do
         "start_$target"
         case $scenario in
         idle-sse | idle-longpoll) run "$target" "$scenario" --n "$IDLE" ;;
-        fanout) run "$target" fanout --n "$FANOUT" --messages "$MSGS" ;;
+        fanout | fanout-longpoll | fanout-bayeux-longpoll | fanout-bayeux-websocket) run "$target" "$scenario" --n "$FANOUT" --messages "$MSGS" ;;
         throughput) run "$target" throughput --n "$TP_BOXES" --messages "$TP_MSGS" ;;
         # Latency at a load all three sustain (nchan's ceiling is near 39k
         # msg/s in the issue, lower here): 100 publishes in flight at most.

@@ -24,8 +24,9 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     mailboxes: Vec<String>,
-    /// Mailboxes the bearer may send to (upstream), names or prefixes as
-    /// `mailboxes`.
+    /// Mailboxes the bearer may publish to: WebSocket text frames and POST
+    /// bodies for backends (`mailbox.upstream`), Bayeux client publishes
+    /// (`bayeux.client-publish`). Names or prefixes, as `mailboxes`.
     #[serde(default)]
     publish: Vec<String>,
     /// Who the bearer is: the subject of presence and upstream events.
@@ -108,6 +109,16 @@ pub struct Grant {
     pub publish: Vec<String>,
 }
 
+impl From<Claims> for Grant {
+    fn from(claims: Claims) -> Grant {
+        Grant {
+            expires_at: claims.exp,
+            subject: claims.sub,
+            publish: claims.publish,
+        }
+    }
+}
+
 /// Token checks, present only when `auth.required` is on.
 pub struct Auth {
     public_prefixes: Vec<String>,
@@ -177,8 +188,25 @@ impl Auth {
             .any(|p| mailbox.starts_with(p.as_str()))
     }
 
-    /// Verifies `token` for `mailbox`.
+    /// Verifies `token` for reading `mailbox` (its `mailboxes` claim).
     pub fn check(&self, token: Option<&[u8]>, mailbox: &str) -> Result<Grant, Denied> {
+        let claims = self.verify(token)?;
+        if !grants(&claims.mailboxes, mailbox) {
+            return Err(Denied::NotGranted);
+        }
+        Ok(Grant::from(claims))
+    }
+
+    /// Verifies `token` for publishing to `mailbox` (its `publish` claim).
+    pub fn check_publish(&self, token: Option<&[u8]>, mailbox: &str) -> Result<Grant, Denied> {
+        let claims = self.verify(token)?;
+        if !grants(&claims.publish, mailbox) {
+            return Err(Denied::NotGranted);
+        }
+        Ok(Grant::from(claims))
+    }
+
+    fn verify(&self, token: Option<&[u8]>) -> Result<Claims, Denied> {
         let token = token.filter(|t| !t.is_empty()).ok_or(Denied::Missing)?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(Denied::Malformed);
@@ -193,14 +221,7 @@ impl Auth {
                 _ => Denied::Malformed,
             },
         )?;
-        if !grants(&data.claims.mailboxes, mailbox) {
-            return Err(Denied::NotGranted);
-        }
-        Ok(Grant {
-            expires_at: data.claims.exp,
-            subject: data.claims.sub,
-            publish: data.claims.publish,
-        })
+        Ok(data.claims)
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Held {
     /// More than `ready` arrived, or it did not follow the cursor: read the
     /// store when answering.
     pub ready_more: bool,
+    /// A Bayeux `/meta/connect`: its replies go first in the answer, and
+    /// the cursors go back to its session.
+    pub bayeux: Option<Box<crate::endpoint::bayeux::Connect>>,
 }
 
 /// The protocol state. What moves each variant on is said beside it.

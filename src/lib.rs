@@ -25,6 +25,7 @@ pub mod net;
 pub mod ops;
 pub mod out;
 pub mod reactor;
+pub mod session;
 pub mod shared;
 pub mod store;
 pub mod transport;

@@ -18,6 +18,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::BackendStream;
+use crate::session::{Sessions, Wake};
 use crate::store::redis::Outlet;
 use crate::store::{Attach, Message, Store, StoreError, Ticket};
 
@@ -51,6 +52,8 @@ pub enum ToWorker {
     /// A store's late answers to commands made on this worker (a reply
     /// that waited on a ticket): PUBLISH's or DEL's count, or why it failed.
     Published(Vec<(Ticket, Result<u64, StoreError>)>),
+    /// A held Bayeux `/meta/connect` to answer now (docs/bayeux.md).
+    Wake(Wake),
     /// Shutdown, second step (after [`Shared::stopping`]): answer polls,
     /// end streams, flush, exit.
     Shutdown,
@@ -246,9 +249,30 @@ pub struct Shared {
     /// with `stopping`, so the two steps share one `server.shutdown-timeout`.
     pub stop_deadline_ms: AtomicU64,
     pub started: Instant,
+    /// Bayeux sessions, whichever worker their requests land on.
+    pub sessions: Sessions,
+}
+
+/// The session table the config asks for.
+pub fn sessions_for(config: &Config) -> Sessions {
+    let bayeux = &config.bayeux;
+    Sessions::new(
+        bayeux.max_sessions,
+        bayeux.session_timeout,
+        config.mailbox.poll_timeout,
+    )
 }
 
 impl Shared {
+    /// Tells the workers holding these connects to answer them.
+    pub fn wake(&self, wakes: impl IntoIterator<Item = Wake>) {
+        for wake in wakes {
+            if let Some(peer) = self.peers.get(wake.worker) {
+                peer.post(ToWorker::Wake(wake));
+            }
+        }
+    }
+
     /// The config in force now.
     pub fn config(&self) -> Guard<Arc<Config>> {
         self.config.load()
@@ -265,6 +289,7 @@ impl Shared {
     pub fn for_tests(config: Config) -> Arc<Shared> {
         let auth = Auth::from_config(&config.auth).expect("test auth config");
         let store = Store::local(crate::store::StoreLimits::from_config(&config.mailbox), 1);
+        let sessions = sessions_for(&config);
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             auth: ArcSwapOption::from(auth.map(Arc::new)),
@@ -279,6 +304,7 @@ impl Shared {
             stopped: crossbeam_channel::unbounded().0,
             stop_deadline_ms: AtomicU64::new(u64::MAX),
             started: Instant::now(),
+            sessions,
         })
     }
 }

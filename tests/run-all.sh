@@ -77,6 +77,9 @@ export COMETBOX_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cometbox"
 echo "== interop tests (third-party clients)"
 .venv/bin/python -m pytest -q tests/interop
 
+echo "== Bayeux with the npm clients (faye, cometd + cometd-nodejs-client)"
+node --test --test-concurrency=1 --test-force-exit tests/node/*.test.mjs
+
 if compgen -G "tests/e2e/*.test.mjs" >/dev/null; then
     echo "== browser and client tests (headless Chromium, terser, tsc)"
     node --test --test-concurrency=1 tests/e2e/

@@ -8,6 +8,7 @@
 //! `bench/run.sh` starts the servers and runs everything; `report` turns the
 //! JSON lines into the markdown table.
 
+mod bayeux;
 mod http;
 mod procstat;
 mod servers;
@@ -27,6 +28,7 @@ const USAGE: &str = "usage:
         [--n N] [--messages M] [--batch B (publishes in flight)] [--rate MSGS_PER_S]
         [--http2 ADDR --pid2 PID (a second gateway of a cluster: SSE subscribers alternate)]
       SCENARIO: idle-sse | idle-longpoll | fanout | throughput | throughput-paced | longpoll | connect
+              | fanout-longpoll | fanout-bayeux-longpoll | fanout-bayeux-websocket (cometbox only)
       SPEC: a Unix socket path (cometbox's RESP socket, the floor's control socket)
             or host:port (nchan's HTTP publisher, Pushpin's publish endpoint)
   cometbox-bench floor --port P --control PATH     a server that only writes (the fan-out floor)
@@ -498,10 +500,30 @@ fn summarize(all: Vec<SubStats>, expected: u64, result: &mut Value) {
     result["latency_p99_ms"] = json!(percentile(&lat, 0.99));
 }
 
+/// How a fan-out subscriber reads: SSE, or a Bayeux client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Sse,
+    /// Plain long-poll of the mailbox: the same request cycle per delivery
+    /// as Bayeux long-polling, without Bayeux.
+    LongPoll,
+    BayeuxPoll,
+    BayeuxWs,
+}
+
 async fn open_subscribers(
     t: &Arc<Target>,
     channels: Vec<String>,
     shared: &Arc<Shared>,
+) -> Vec<tokio::task::JoinHandle<SubStats>> {
+    open_subscribers_of(t, channels, shared, Sub::Sse).await
+}
+
+async fn open_subscribers_of(
+    t: &Arc<Target>,
+    channels: Vec<String>,
+    shared: &Arc<Shared>,
+    sub: Sub,
 ) -> Vec<tokio::task::JoinHandle<SubStats>> {
     let n = channels.len();
     let mut tasks = Vec::with_capacity(n);
@@ -512,11 +534,13 @@ async fn open_subscribers(
             shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) + 100 > i
         })
         .await;
-        tasks.push(tokio::spawn(sse_subscriber(
-            t.clone(),
-            channel,
-            shared.clone(),
-        )));
+        let (t, shared) = (t.clone(), shared.clone());
+        tasks.push(match sub {
+            Sub::Sse => tokio::spawn(sse_subscriber(t, channel, shared)),
+            Sub::LongPoll => tokio::spawn(poll_client(t, channel, u64::MAX, shared)),
+            Sub::BayeuxPoll => tokio::spawn(bayeux::longpoll_subscriber(t, channel, shared)),
+            Sub::BayeuxWs => tokio::spawn(bayeux::websocket_subscriber(t, channel, shared)),
+        });
     }
     let ok = wait_until(Duration::from_secs(60), || {
         shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) >= n
@@ -571,9 +595,9 @@ async fn idle(t: Arc<Target>, a: &Args, longpoll: bool) -> Value {
     })
 }
 
-async fn fanout(t: Arc<Target>, a: &Args) -> Value {
+async fn fanout(t: Arc<Target>, a: &Args, sub: Sub) -> Value {
     let (shared, stop) = shared(a.messages);
-    let tasks = open_subscribers(&t, vec!["fanout".to_string(); a.n], &shared).await;
+    let tasks = open_subscribers_of(&t, vec!["fanout".to_string(); a.n], &shared, sub).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut publisher = Publisher::connect(&t).await.expect("publisher connects");
     let (cpu0, own0) = (t.cpu(), procstat::own_cpu_seconds());
@@ -825,8 +849,16 @@ fn main() {
                 .or_else(|| args.get(1).cloned())
                 .expect("RESULTS.jsonl"),
         ),
-        "idle-sse" | "idle-longpoll" | "fanout" | "throughput" | "throughput-paced"
-        | "longpoll" | "connect" => {
+        "idle-sse"
+        | "idle-longpoll"
+        | "fanout"
+        | "throughput"
+        | "throughput-paced"
+        | "longpoll"
+        | "connect"
+        | "fanout-longpoll"
+        | "fanout-bayeux-longpoll"
+        | "fanout-bayeux-websocket" => {
             let kind = match arg(&args, "--target").as_deref() {
                 Some("cometbox") => Kind::Cometbox,
                 Some("nchan") => Kind::Nchan,
@@ -873,7 +905,10 @@ fn main() {
                 match scenario.as_str() {
                     "idle-sse" => idle(t.clone(), &a, false).await,
                     "idle-longpoll" => idle(t.clone(), &a, true).await,
-                    "fanout" => fanout(t.clone(), &a).await,
+                    "fanout" => fanout(t.clone(), &a, Sub::Sse).await,
+                    "fanout-longpoll" => fanout(t.clone(), &a, Sub::LongPoll).await,
+                    "fanout-bayeux-longpoll" => fanout(t.clone(), &a, Sub::BayeuxPoll).await,
+                    "fanout-bayeux-websocket" => fanout(t.clone(), &a, Sub::BayeuxWs).await,
                     "throughput" | "throughput-paced" => throughput(t.clone(), &a).await,
                     "longpoll" => longpoll(t.clone(), &a).await,
                     _ => connect(t.clone(), &a).await,

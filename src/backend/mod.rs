@@ -330,6 +330,9 @@ impl Hub for WorkerHub<'_> {
         {
             Answer::Pending(ticket) => Ok(Publish::Later(ticket)),
             Answer::Ready(Ok(published)) => {
+                // Bayeux wildcard subscribers learn of new mailboxes here.
+                let wakes = self.shared.sessions.on_publish(&published.message);
+                self.shared.wake(wakes);
                 let mut mask = published.workers;
                 while mask != 0 {
                     let worker = mask.trailing_zeros() as usize;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::MAX_WORKERS;
 pub(super) use super::kind::{Key, Kind, Text, Unit};
 use super::validate::{
-    check_any, check_cookie_name, check_cors_origins, check_key_prefix, check_public_prefixes,
-    check_redis_url, check_socket_path, check_url_prefix, parse_redis_url,
+    check_any, check_bayeux_path, check_cookie_name, check_cors_origins, check_key_prefix,
+    check_public_prefixes, check_redis_url, check_socket_path, check_url_prefix, parse_redis_url,
 };
 use super::validate::{check_listen_addr, check_log_level};
 
@@ -119,8 +119,8 @@ pub(super) static KEYS: &[Key] = &[
             set: |c, n| c.server.max_request_body_size = count(n),
         },
         default: "65536",
-        doc: "Largest request body accepted (bodies are read and discarded); a larger one is \
-            answered with 413.",
+        doc: "Largest request body accepted (bodies are read and discarded, except the Bayeux \
+            endpoint's); a larger one is answered with 413.",
     },
     Key {
         name: "server.header-timeout",
@@ -559,6 +559,61 @@ pub(super) static KEYS: &[Key] = &[
         doc: "First part of every Redis key and channel the gateway uses, so that two \
             deployments can share one Redis; it also names the Redis Function library \
             (\"cometbox:\" gives FCALL cometbox_publish).",
+    },
+    Key {
+        name: "bayeux.path",
+        kind: Kind::Str {
+            what: Text::Plain,
+            check: check_bayeux_path,
+            set: |c, s| c.bayeux.path = s,
+        },
+        default: r#""/bayeux""#,
+        doc: "Path of the Bayeux endpoint for CometD and Faye clients (docs/bayeux.md); \
+            \"\" turns it off.",
+    },
+    Key {
+        name: "bayeux.session-timeout",
+        kind: Kind::Int {
+            unit: Unit::Seconds,
+            // Below the poll timeout a session would die while its client
+            // waits; beyond an hour forgotten clients hold memory long.
+            min: 5,
+            max: 3600,
+            set: |c, n| c.bayeux.session_timeout = secs(n),
+        },
+        default: "60",
+        doc: "A Bayeux clientId lives while its client connects within this long of its last \
+            /meta/connect; later, the client is told to handshake again.",
+    },
+    Key {
+        name: "bayeux.max-sessions",
+        kind: Kind::Int {
+            unit: Unit::Count,
+            min: 1,
+            max: UNBOUNDED,
+            set: |c, n| c.bayeux.max_sessions = count(n),
+        },
+        default: "100000",
+        doc: "Bayeux sessions (clientIds) alive at once; a handshake beyond it is refused.",
+    },
+    Key {
+        name: "bayeux.max-subscriptions",
+        kind: Kind::Int {
+            unit: Unit::Count,
+            // Each subscription is a mailbox a connect attaches to.
+            min: 1,
+            max: 1024,
+            set: |c, n| c.bayeux.max_subscriptions = count(n),
+        },
+        default: "64",
+        doc: "Channels (or patterns) one Bayeux session may subscribe to.",
+    },
+    Key {
+        name: "bayeux.client-publish",
+        kind: Kind::Bool(|c, b| c.bayeux.client_publish = b),
+        default: r#""disable""#,
+        doc: "Let Bayeux clients publish to channels (stored in the mailbox like a backend \
+            PUBLISH); with auth.required, only to mailboxes the token's publish claim grants.",
     },
 ];
 

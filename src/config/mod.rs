@@ -47,6 +47,35 @@ pub struct Config {
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub cluster: ClusterConfig,
+    pub bayeux: BayeuxConfig,
+}
+
+/// The Bayeux endpoint (docs/bayeux.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BayeuxConfig {
+    /// `bayeux.path`; empty = off.
+    pub path: String,
+    /// `bayeux.session-timeout`: a client that has not connected for this
+    /// long is forgotten.
+    pub session_timeout: Duration,
+    /// `bayeux.max-sessions`.
+    pub max_sessions: usize,
+    /// `bayeux.max-subscriptions`: per session.
+    pub max_subscriptions: usize,
+    /// `bayeux.client-publish`.
+    pub client_publish: bool,
+}
+
+impl Default for BayeuxConfig {
+    fn default() -> Self {
+        BayeuxConfig {
+            path: "/bayeux".to_string(),
+            session_timeout: Duration::from_secs(60),
+            max_sessions: 100_000,
+            max_subscriptions: 64,
+            client_publish: false,
+        }
+    }
 }
 
 /// The metrics and health listener.

@@ -178,6 +178,28 @@ pub(super) fn check_url_prefix(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `bayeux.path`: empty (off), or a path like `/bayeux` without a trailing
+/// `/` (CometD appends `/handshake`, `/connect`… to it).
+pub(super) fn check_bayeux_path(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    if !s.starts_with('/') || s.ends_with('/') {
+        return Err(format!(
+            "{s:?} must start with '/' and not end with one, like \"/bayeux\" (or be \"\" for off)"
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#'))
+    {
+        return Err(format!(
+            "{s:?} contains {c:?}, which cannot appear in a URL path"
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn check_socket_path(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("the socket path must not be empty".to_string());

@@ -19,7 +19,7 @@ pub fn handle(
     match req.method() {
         Method::Get | Method::Head => {}
         Method::Options => return Ok(Outcome::Respond(preflight(ctx))),
-        Method::Other => {
+        Method::Post | Method::Other => {
             return Err(HttpError::new(
                 Status::MethodNotAllowed,
                 "use GET, HEAD or OPTIONS on a mailbox",
@@ -104,6 +104,8 @@ pub fn handle(
         websocket_key,
         subject,
         upstream,
+        bayeux: None,
+        bayeux_ws: None,
     })))
 }
 
@@ -115,7 +117,7 @@ fn mailbox_names(raw: &[u8], max: usize) -> Result<Vec<String>, HttpError> {
         let name = http::percent_decode(raw_name, false);
         if !store::is_valid_name(&name) {
             return Err(HttpError::bad_request(
-                "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ - (several separated by ,)",
+                "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ - and / between segments (several separated by ,)",
             ));
         }
         // Validated above: ASCII.
@@ -182,7 +184,7 @@ fn preflight(ctx: &Context) -> Response {
 /// the token (any site's page would send it). Listed origins and the
 /// gateway's own host are let in; a request without Origin is not from a
 /// browser page.
-fn websocket_origin_allowed(
+pub(super) fn websocket_origin_allowed(
     req: &Request<'_>,
     cors: &http::Cors,
     allowed: &[String],
@@ -228,7 +230,7 @@ mod tests {
 
     fn outcome(raw: &str, shared: &Shared) -> Result<Outcome, HttpError> {
         let req = request(raw);
-        super::super::handle(&req, &context(), shared)
+        super::super::handle(&req, b"", &context(), shared)
     }
 
     fn subscribe(raw: &str, shared: &Shared) -> Subscribe {
@@ -243,6 +245,7 @@ mod tests {
             Err(e) => e.status.code(),
             Ok(Outcome::Respond(r)) => r.status.code(),
             Ok(Outcome::Subscribe(_)) => 200,
+            Ok(Outcome::Bayeux(_)) => panic!("{raw}: the mailbox endpoint answered for Bayeux"),
         }
     }
 
@@ -306,7 +309,8 @@ mod tests {
     fn bad_requests_get_their_status() {
         let s = shared("");
         for (raw, code) in [
-            ("GET /mailbox/a%2Fb HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET /mailbox/a%2F%2Fb HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            ("GET /mailbox/a/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             ("GET /mailbox/a?since=zzz HTTP/1.1\r\nHost: h\r\n\r\n", 400),
             (
                 "GET /mailbox/a?transport=carrier-pigeon HTTP/1.1\r\nHost: h\r\n\r\n",

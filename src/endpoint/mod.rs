@@ -3,9 +3,11 @@
 //! [`Outcome`] (or an [`HttpError`]) that the worker acts on. Routing, auth
 //! and the choice of transport are unit-tested here.
 //!
-//! Endpoints today: the mailbox (`mailbox.url-prefix`), the browser client
-//! script, and `OPTIONS *`. Bayeux lands beside the mailbox.
+//! Endpoints today: the mailbox (`mailbox.url-prefix`), Bayeux
+//! (`bayeux.path`, for CometD and Faye clients), the browser client script,
+//! and `OPTIONS *`.
 
+pub mod bayeux;
 pub mod mailbox;
 pub mod script;
 
@@ -19,15 +21,23 @@ use crate::transport::{ReplyTo, Transport};
 pub enum Endpoint<'r> {
     /// `{url-prefix}{name}`: the name still percent-encoded.
     Mailbox(&'r [u8]),
+    /// `{bayeux.path}` and what follows it (CometD appends `/connect` …).
+    Bayeux(&'r [u8]),
     ClientScript(&'static script::ClientScript),
     /// `OPTIONS *`: what the server as a whole allows.
     Server,
     NotFound,
 }
 
-pub fn route<'r>(req: &Request<'r>, url_prefix: &str) -> Endpoint<'r> {
+pub fn route<'r>(req: &Request<'r>, url_prefix: &str, bayeux_path: &str) -> Endpoint<'r> {
     if let Some(name) = req.path.strip_prefix(url_prefix.as_bytes()) {
         return Endpoint::Mailbox(name);
+    }
+    if !bayeux_path.is_empty()
+        && let Some(rest) = req.path.strip_prefix(bayeux_path.as_bytes())
+        && (rest.is_empty() || rest.starts_with(b"/"))
+    {
+        return Endpoint::Bayeux(rest);
     }
     if req.path == b"*" {
         return Endpoint::Server;
@@ -70,6 +80,8 @@ pub enum Body {
     Empty,
     /// Embedded in the binary: queued by reference, never copied.
     Static(&'static [u8]),
+    /// Built for this request (a Bayeux reply).
+    Owned(Vec<u8>),
 }
 
 /// One mailbox a subscription follows, and where the client stands in it.
@@ -97,6 +109,11 @@ pub struct Subscribe {
     /// With `mailbox.upstream` on: the followed mailboxes this client may
     /// send to (all without auth; those the `publish` claim grants with).
     pub upstream: Vec<std::sync::Arc<str>>,
+    /// A Bayeux `/meta/connect` (or a Bayeux WebSocket): what the answer
+    /// carries besides deliveries, and the session to write cursors to.
+    pub bayeux: Option<Box<bayeux::Connect>>,
+    /// A WebSocket for Bayeux messages (`bayeux.path` upgraded).
+    pub bayeux_ws: Option<Box<bayeux::WsSession>>,
 }
 
 impl Subscribe {
@@ -107,6 +124,9 @@ impl Subscribe {
 
     /// When this subscriber wants to be counted for live messages.
     pub fn register(&self) -> Register {
+        if self.bayeux.as_ref().is_some_and(|b| !b.hold) {
+            return Register::Never;
+        }
         match (self.head_only, &self.transport) {
             (true, _) => Register::Never,
             (false, Transport::LongPoll | Transport::Jsonp) => Register::IfIdle,
@@ -120,12 +140,23 @@ impl Subscribe {
 pub enum Outcome {
     Respond(Response),
     Subscribe(Box<Subscribe>),
+    /// Bayeux: publishes to announce and held connects to wake, then a
+    /// response or a held connect.
+    Bayeux(Box<bayeux::Plan>),
 }
 
-/// Routes and runs the endpoint for one request.
-pub fn handle(req: &Request<'_>, ctx: &Context, shared: &Shared) -> Result<Outcome, HttpError> {
-    match route(req, &shared.config().mailbox.url_prefix) {
+/// Routes and runs the endpoint for one request; `body` is its
+/// Content-Length bytes.
+pub fn handle(
+    req: &Request<'_>,
+    body: &[u8],
+    ctx: &Context,
+    shared: &Shared,
+) -> Result<Outcome, HttpError> {
+    let config = shared.config();
+    match route(req, &config.mailbox.url_prefix, &config.bayeux.path) {
         Endpoint::Mailbox(raw_name) => mailbox::handle(req, raw_name, ctx, shared),
+        Endpoint::Bayeux(rest) => bayeux::handle(req, body, rest, ctx, shared),
         Endpoint::ClientScript(script) => script::respond(req, script),
         Endpoint::Server => match req.method() {
             Method::Options => Ok(Outcome::Respond(Response {
@@ -155,7 +186,7 @@ pub(crate) mod tests {
 
     #[test]
     fn paths_route_to_their_endpoint() {
-        let route_of = |raw: &'static str| route(&request(raw), "/mailbox/");
+        let route_of = |raw: &'static str| route(&request(raw), "/mailbox/", "/bayeux");
         assert!(matches!(
             route_of("GET /mailbox/alice HTTP/1.1\r\nHost: a\r\n\r\n"),
             Endpoint::Mailbox(b"alice")
@@ -167,6 +198,14 @@ pub(crate) mod tests {
         assert!(matches!(
             route_of("GET /cometbox.js HTTP/1.1\r\nHost: a\r\n\r\n"),
             Endpoint::ClientScript(_)
+        ));
+        assert!(matches!(
+            route_of("POST /bayeux/connect HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Endpoint::Bayeux(b"/connect")
+        ));
+        assert!(matches!(
+            route_of("GET /bayeuxx HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Endpoint::NotFound
         ));
         assert!(matches!(
             route_of("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),

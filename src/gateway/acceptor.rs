@@ -111,6 +111,7 @@ impl Acceptor {
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 self.shared.store.sweep(Instant::now());
                 trimmer.observe(self.shared.store.memory_used());
+                self.shared.sessions.sweep(Instant::now());
                 last_sweep = Instant::now();
             }
         }

@@ -194,6 +194,7 @@ impl Gateway {
         let peers: Arc<[Peer]> = peers.into();
         let store = open_store(&config, workers, &peers)?;
         let (stopped, stopped_acks) = crossbeam_channel::unbounded();
+        let sessions = crate::shared::sessions_for(&config);
         let shared = Arc::new(Shared {
             config: arc_swap::ArcSwap::from_pointee(config),
             auth: arc_swap::ArcSwapOption::from(auth.map(Arc::new)),
@@ -208,6 +209,7 @@ impl Gateway {
             stopped,
             stop_deadline_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             started: Instant::now(),
+            sessions,
         });
         let metrics_listen = shared.config().metrics.listen;
         let ops = crate::ops::spawn(shared.clone()).map_err(|e| {

@@ -2,6 +2,7 @@
 //! out ([`response`]), the one error type ([`error`]) and CORS ([`cors`]).
 //! Pure functions over byte slices: no sockets here.
 
+pub mod chunked;
 pub mod cors;
 pub mod error;
 pub mod parse;
@@ -18,6 +19,7 @@ pub use response::{
 pub enum Method {
     Get,
     Head,
+    Post,
     Options,
     Other,
 }

@@ -4,7 +4,8 @@
 //! We only ever answer GET/HEAD/OPTIONS on a handful of paths, so the parser
 //! is strict where leniency would open request-smuggling holes: both
 //! Content-Length and Transfer-Encoding, a repeated Content-Length, or a
-//! request body in a transfer coding are refused outright.
+//! request body in a transfer coding other than a POST's plain `chunked`
+//! (`chunked`, the decoder) are refused outright.
 
 use super::{Method, Status};
 
@@ -21,6 +22,8 @@ pub struct Request<'b> {
     pub http11: bool,
     pub keep_alive: bool,
     pub content_length: u64,
+    /// A POST body in `Transfer-Encoding: chunked` follows the head.
+    pub chunked: bool,
     pub host: Option<&'b [u8]>,
     pub accept_event_stream: bool,
     pub last_event_id: Option<&'b [u8]>,
@@ -91,6 +94,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
     let method = match req.method {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
+        Some("POST") => Method::Post,
         Some("OPTIONS") => Method::Options,
         _ => Method::Other,
     };
@@ -114,7 +118,7 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
         ..Request::default()
     };
     let mut content_length: Option<u64> = None;
-    let mut transfer_encoding = false;
+    let mut transfer_encoding: Option<&[u8]> = None;
     let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
@@ -132,7 +136,11 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
             }
             content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encoding = true;
+            // Repeated, it is a list of codings: not plain chunked.
+            transfer_encoding = match transfer_encoding {
+                None => Some(value),
+                Some(_) => Some(b"repeated"),
+            };
         } else if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
             out.host = Some(value);
@@ -167,19 +175,24 @@ pub fn parse_request(buf: &[u8], max_head: usize) -> Parsed<'_> {
             out.accepts_gzip |= accepts_coding(value, b"gzip");
         }
     }
-    if transfer_encoding {
+    if let Some(coding) = transfer_encoding {
         if content_length.is_some() {
             return Parsed::Invalid(
                 Status::BadRequest,
                 "both Content-Length and Transfer-Encoding",
             );
         }
-        // Nothing we serve takes a body; decoding chunked bodies only to
-        // throw them away is attack surface for no user.
-        return Parsed::Invalid(
-            Status::NotImplemented,
-            "request bodies in a transfer coding are not accepted",
-        );
+        // Only POSTs (Bayeux) take a body, and Node's HTTP client sends
+        // them chunked; any other coding, or a body on another method, is
+        // attack surface for no user.
+        if method == Method::Post && http11 && coding.eq_ignore_ascii_case(b"chunked") {
+            out.chunked = true;
+        } else {
+            return Parsed::Invalid(
+                Status::NotImplemented,
+                "request bodies in a transfer coding are not accepted",
+            );
+        }
     }
     if http11 && hosts != 1 {
         return Parsed::Invalid(

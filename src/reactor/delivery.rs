@@ -35,6 +35,12 @@ impl Worker {
         if subs.is_empty() {
             return;
         }
+        if let Phase::WebSocket(ws) = self.conns[key].phase()
+            && let Some(session) = &ws.bayeux
+        {
+            // A Bayeux socket ends: its session keeps where it stood.
+            self.bayeux_ws_write_back(session, &subs);
+        }
         for sub in subs.into_vec() {
             if let Some(moved) = self.subs.remove(&sub.mailbox, sub.slot, key)
                 && let Some(s) = self.conns[moved as usize].subs.get_mut(&sub.mailbox)
@@ -116,6 +122,9 @@ impl Worker {
             marker.clear();
             let name = named.then_some(&**mailbox);
             match conn.phase() {
+                Phase::WebSocket(ws) if ws.bayeux.is_some() => {
+                    crate::endpoint::bayeux::reply::write_missed_frame(mailbox, marker)
+                }
                 Phase::WebSocket(_) => ws_session::write_missed(name, marker),
                 Phase::Stream(s) => {
                     let tail = &mut self.scratch.tail;
@@ -156,6 +165,10 @@ impl Worker {
         }
         let named = conn.subs.is_multiplexed();
         let result = match conn.phase() {
+            Phase::WebSocket(ws) if ws.bayeux.is_some() => conn.send(
+                &mut self.counts.bytes_out,
+                &[Part::Shared(encoded(message, Encoding::BayeuxWsFrame))],
+            ),
             Phase::WebSocket(_) => {
                 let frame = if named {
                     Encoding::NamedWsFrame
@@ -260,7 +273,7 @@ impl Worker {
             let Phase::Held(held) = conn.set_phase(Phase::Head, &self.shared.metrics) else {
                 unreachable!("matched above")
             };
-            self.answer_held(key, &held.reply, &messages, &missed);
+            self.answer_held(key, held, &messages, &missed);
             self.resume_pipelined(key);
         }
         ready.clear();

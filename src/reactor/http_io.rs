@@ -12,6 +12,7 @@ use mio::net::TcpStream;
 
 use super::{READ_BUDGET, READ_CHUNK, Worker, http_token};
 use crate::conn::{Conn, Phase};
+use crate::http::chunked::Chunked;
 use crate::http::{self, Cors, HttpError, Parsed, Status};
 use crate::metrics;
 
@@ -312,6 +313,31 @@ impl Worker {
                     self.respond_error(key, error, true, false, &Cors::None);
                     return buf.len();
                 }
+                Parsed::Complete(req, head_len) if req.chunked => {
+                    let body_start = pos + head_len;
+                    match http::chunked::decode(&buf[body_start..], max_body as usize) {
+                        Chunked::Partial => return pos, // the body is on its way
+                        Chunked::Complete(body, used) => {
+                            metrics::inc(&self.shared.metrics.requests_total);
+                            self.handle_request(key, &req, &body);
+                            pos = body_start + used;
+                        }
+                        Chunked::TooLarge => {
+                            metrics::inc(&self.shared.metrics.requests_rejected);
+                            metrics::inc(&self.shared.metrics.bodies_too_large);
+                            let error =
+                                HttpError::new(Status::PayloadTooLarge, "request body too large");
+                            self.respond_error(key, error.closing(), true, false, &Cors::None);
+                            return buf.len();
+                        }
+                        Chunked::Invalid(why) => {
+                            metrics::inc(&self.shared.metrics.requests_rejected);
+                            let error = HttpError::new(Status::BadRequest, why).closing();
+                            self.respond_error(key, error, true, false, &Cors::None);
+                            return buf.len();
+                        }
+                    }
+                }
                 Parsed::Complete(req, head_len) => {
                     if req.content_length > max_body {
                         metrics::inc(&self.shared.metrics.requests_rejected);
@@ -326,7 +352,8 @@ impl Worker {
                         return pos; // the body is still on its way
                     }
                     metrics::inc(&self.shared.metrics.requests_total);
-                    self.handle_request(key, &req);
+                    let body = &buf[pos + head_len..pos + total];
+                    self.handle_request(key, &req, body);
                     pos += total;
                 }
             }

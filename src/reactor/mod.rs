@@ -16,6 +16,7 @@
 
 mod admission;
 mod backend_io;
+mod bayeux;
 mod delivery;
 mod events;
 mod http_io;
@@ -81,6 +82,7 @@ struct Scratch {
     /// A composite cursor.
     cursor: Vec<u8>,
     poll: longpoll::Scratch,
+    bayeux: crate::endpoint::bayeux::reply::Scratch,
 }
 
 pub struct Worker {
@@ -301,6 +303,7 @@ impl Worker {
                 }
                 ToWorker::Attached(ticket, result) => self.attached(ticket, result),
                 ToWorker::Published(done) => self.published(done),
+                ToWorker::Wake(wake) => self.wake(wake),
                 ToWorker::Shutdown => self.begin_shutdown(),
             }
         }

@@ -12,7 +12,7 @@ use crate::transport::encode;
 use super::Worker;
 
 impl Worker {
-    pub(super) fn handle_request(&mut self, key: usize, req: &Request<'_>) {
+    pub(super) fn handle_request(&mut self, key: usize, req: &Request<'_>, body: &[u8]) {
         let cors = Cors::grant(req.origin, &self.shared.config().mailbox.cors_origins);
         let ctx = Context {
             http11: req.http11,
@@ -21,15 +21,16 @@ impl Worker {
                 && !self.conns[key].peer_closed,
             cors,
         };
-        match endpoint::handle(req, &ctx, &self.shared) {
+        match endpoint::handle(req, body, &ctx, &self.shared) {
             Ok(Outcome::Respond(response)) => self.respond(key, &ctx, response),
             Ok(Outcome::Subscribe(plan)) => self.subscribe(key, *plan),
+            Ok(Outcome::Bayeux(plan)) => self.bayeux_plan(key, &ctx, *plan),
             Err(error) => self.respond_error(key, error, ctx.http11, ctx.keep_alive, &ctx.cors),
         }
     }
 
     /// A complete response from an endpoint.
-    fn respond(&mut self, key: usize, ctx: &Context, response: Response) {
+    pub(super) fn respond(&mut self, key: usize, ctx: &Context, response: Response) {
         let head = &mut self.scratch.head;
         head.clear();
         http::write_head(head, response.status, ctx.http11, self.date.get());
@@ -41,19 +42,21 @@ impl Worker {
                 .write_headers(head, &self.shared.config().mailbox.cors_origins);
         }
         http::write_connection(head, ctx.http11, ctx.keep_alive);
-        let body: &'static [u8] = match response.body {
-            Body::Empty => b"",
-            Body::Static(bytes) => bytes,
+        let body_len = match &response.body {
+            Body::Empty => 0,
+            Body::Static(bytes) => bytes.len(),
+            Body::Owned(bytes) => bytes.len(),
         };
         if !matches!(response.status, Status::NoContent | Status::NotModified) {
-            http::write_content_length(head, body.len());
+            http::write_content_length(head, body_len);
         }
         head.extend_from_slice(b"\r\n");
-        let body = if response.head_only { b"" } else { body };
-        let result = self.conns[key].send(
-            &mut self.counts.bytes_out,
-            &[Part::Copy(head), Part::Static(body)],
-        );
+        let body = match (&response.body, response.head_only) {
+            (_, true) | (Body::Empty, _) => Part::Static(b""),
+            (Body::Static(bytes), false) => Part::Static(bytes),
+            (Body::Owned(bytes), false) => Part::Copy(bytes),
+        };
+        let result = self.conns[key].send(&mut self.counts.bytes_out, &[Part::Copy(head), body]);
         self.finish_response(key, result, ctx.keep_alive);
     }
 

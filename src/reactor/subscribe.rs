@@ -12,7 +12,7 @@ use crate::conn::{Attaching, Held, Phase};
 use crate::endpoint::{Follow, Subscribe};
 use crate::metrics;
 use crate::out::Part;
-use crate::store::{Answer, Attach, Message, StoreError, Ticket};
+use crate::store::{Answer, Attach, Cursor, Message, StoreError, Ticket};
 use crate::transport::longpoll;
 use crate::transport::stream::{self, StreamState};
 use crate::transport::ws_session::{self, Step, WsState};
@@ -170,7 +170,14 @@ impl Worker {
         attaches: Vec<Attach>,
         expires_at: Option<u64>,
     ) {
-        if attaches.iter().all(|a| a.registered) {
+        let may_hold = plan.bayeux.as_ref().is_none_or(|b| b.hold);
+        if may_hold
+            && attaches.iter().all(|a| a.registered)
+            && plan
+                .bayeux
+                .as_ref()
+                .is_none_or(|b| self.bayeux_hold(key, b, &plan.follows))
+        {
             self.announce_joins(key, &plan, &attaches);
             for (follow, attach) in plan.follows.iter().zip(&attaches) {
                 self.subscribe_local(key, &follow.mailbox, attach.position);
@@ -179,6 +186,7 @@ impl Worker {
                 reply: plan.reply,
                 ready: None,
                 ready_more: false,
+                bayeux: plan.bayeux,
             };
             self.conns[key].set_phase(Phase::Held(held), &self.shared.metrics);
             let timeout = self.after(self.shared.config().mailbox.poll_timeout);
@@ -190,6 +198,7 @@ impl Worker {
         let mut messages: Vec<Arc<Message>> = Vec::new();
         let mut missed: Vec<Arc<str>> = Vec::new();
         let mut cursor = Vec::with_capacity(32 * attaches.len());
+        let mut positions: Vec<Cursor> = Vec::with_capacity(attaches.len());
         for (i, (follow, attach)) in plan.follows.iter().zip(attaches).enumerate() {
             if attach.registered {
                 self.detach_one(&follow.mailbox);
@@ -201,7 +210,17 @@ impl Worker {
                 cursor.push(b',');
             }
             attach.position.write(&mut cursor);
+            positions.push(attach.position);
             messages.extend(attach.backlog);
+        }
+        if let Some(connect) = &plan.bayeux {
+            let positions = plan
+                .follows
+                .iter()
+                .map(|f| f.mailbox.as_str())
+                .zip(positions);
+            self.bayeux_write_back(connect, positions);
+            return self.answer_bayeux(key, &plan.reply, connect, &messages, &missed);
         }
         let answer = longpoll::Answer {
             messages: &messages,
@@ -243,7 +262,7 @@ impl Worker {
             return;
         };
         self.ready_polls.retain(|&k| k != key);
-        self.answer_held(key, &held.reply, &[], &[]);
+        self.answer_held(key, held, &[], &[]);
         self.resume_pipelined(key);
     }
 
@@ -252,10 +271,19 @@ impl Worker {
     pub(super) fn answer_held(
         &mut self,
         key: usize,
-        reply: &ReplyTo,
+        held: Held,
         messages: &[Arc<Message>],
         missed: &[Arc<str>],
     ) {
+        let reply = &held.reply;
+        if let Some(connect) = &held.bayeux {
+            let subs = &self.conns[key].subs;
+            let cursors: Vec<(Arc<str>, Cursor)> =
+                subs.iter().map(|s| (s.mailbox.clone(), s.cursor)).collect();
+            self.bayeux_write_back(connect, cursors.iter().map(|(m, c)| (&**m, *c)));
+            self.unsubscribe(key);
+            return self.answer_bayeux(key, reply, connect, messages, missed);
+        }
         let subs = &self.conns[key].subs;
         let named = subs.is_multiplexed();
         let mut cursor = std::mem::take(&mut self.scratch.cursor);
@@ -385,7 +413,7 @@ impl Worker {
     fn start_websocket(
         &mut self,
         key: usize,
-        plan: Subscribe,
+        mut plan: Subscribe,
         attaches: Vec<Attach>,
         expires_at: Option<u64>,
     ) {
@@ -404,12 +432,13 @@ impl Worker {
         }
         let ends_at = self.stream_end(expires_at);
         let config = self.shared.config();
-        let state = if config.mailbox.upstream {
+        let state = if let Some(session) = plan.bayeux_ws.take() {
+            WsState::with_bayeux(ends_at, session)
+        } else if config.mailbox.upstream {
             let upstream = ws_session::Upstream {
                 mailboxes: plan.upstream.clone(),
                 subject: plan.subject.clone(),
                 multiplexed: named,
-                received: Vec::new(),
             };
             WsState::with_upstream(ends_at, upstream, config.mailbox.max_message_size)
         } else {
@@ -428,14 +457,23 @@ impl Worker {
         };
         self.scratch.head.clear();
         let (used, step) = ws_session::read_frames(ws, buf, &mut self.scratch.head);
-        if let Some(up) = ws.upstream.as_mut()
-            && !up.received.is_empty()
-        {
-            let received = std::mem::take(&mut up.received);
-            let (mailboxes, subject, multiplexed) =
-                (up.mailboxes.clone(), up.subject.clone(), up.multiplexed);
-            for text in received {
-                self.upstream_message(&mailboxes, subject.as_deref(), multiplexed, &text);
+        let texts = std::mem::take(&mut ws.texts);
+        if !texts.is_empty() {
+            if let Some(up) = ws.upstream.as_ref() {
+                let (mailboxes, subject, multiplexed) =
+                    (up.mailboxes.clone(), up.subject.clone(), up.multiplexed);
+                for text in &texts {
+                    self.upstream_message(&mailboxes, subject.as_deref(), multiplexed, text);
+                }
+            } else if ws.bayeux.is_some() && step == Step::NeedMore {
+                // A pong owed goes out after the replies; both are in order.
+                for text in texts {
+                    if !self.bayeux_ws_text(key, &text) {
+                        return buf.len();
+                    }
+                }
+                self.after_io(key);
+                return used;
             }
         }
         let conn = &mut self.conns[key];

@@ -199,6 +199,16 @@ impl Worker {
                     return self.kill(key);
                 }
                 self.scratch.head.clear();
+                if let Some(session) = &mut ws.bayeux
+                    && let Some(reply) = session.pending_connect.take()
+                {
+                    // A held Bayeux connect is answered at the heartbeat.
+                    let mut array = Vec::with_capacity(reply.len() + 2);
+                    array.push(b'[');
+                    array.extend_from_slice(&reply);
+                    array.push(b']');
+                    crate::endpoint::bayeux::reply::write_frame(&array, &mut self.scratch.head);
+                }
                 ws_session::write_ping(ws, &mut self.scratch.head);
                 next = next.min(ws.ends_at.unwrap_or(u64::MAX));
             }
@@ -212,6 +222,7 @@ impl Worker {
             return self.kill(key);
         }
         self.set_deadline(key, next.min(now + heartbeat));
+        self.bayeux_ws_touch(key);
     }
 }
 

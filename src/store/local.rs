@@ -692,7 +692,10 @@ mod tests {
         assert!(is_valid_name(&[b'a'; 200]));
         assert!(!is_valid_name(&[b'a'; 201]));
         assert!(!is_valid_name(b""));
-        assert!(!is_valid_name(b"a/b"));
+        assert!(is_valid_name(b"chat/room42/x"));
+        for bad in [&b"/a"[..], b"a/", b"a//b", b"/"] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
         assert!(!is_valid_name(b"a b"));
         assert!(!is_valid_name("é".as_bytes()));
     }
@@ -849,7 +852,7 @@ mod tests {
         let store = LocalStore::new(limits(), 1);
         let now = Instant::now();
         assert_eq!(
-            store.publish(b"a/b", vec![], now).unwrap_err(),
+            store.publish(b"a//b", vec![], now).unwrap_err(),
             StoreError::BadName
         );
         assert!(matches!(

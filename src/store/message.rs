@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// How many cached encodings a message has room for (one per
 /// `transport::encode::Encoding`).
-pub const ENCODING_SLOTS: usize = 7;
+pub const ENCODING_SLOTS: usize = 9;
 
 /// Width of the zero-padded sequence, so that ids of one mailbox also sort
 /// as strings (clients may compare them).

@@ -26,15 +26,20 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-/// Mailbox names: 1–200 characters of `A-Z a-z 0-9 . _ : @ -` (the contract).
+/// Mailbox names: 1–200 characters of `A-Z a-z 0-9 . _ : @ -` and `/`,
+/// where `/` separates segments: not first, not last, not doubled (the
+/// contract). A name with `/` is a Bayeux channel's mailbox: `/a/b` is `a/b`.
 pub const MAX_NAME_LEN: usize = 200;
 
 pub fn is_valid_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+        && name.split(|&b| b == b'/').all(|segment| {
+            !segment.is_empty()
+                && segment.iter().all(|&b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-')
+                })
+        })
 }
 
 /// Limits the store enforces, taken from the config.
@@ -88,7 +93,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::BadName => write!(
                 f,
-                "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ -"
+                "invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ - and / between segments"
             ),
             StoreError::TooLarge { limit } => {
                 write!(

@@ -30,10 +30,16 @@ pub enum Encoding {
     /// The SSE event of a multiplexed stream without its `id:` line, which
     /// is the subscriber's own composite cursor: `data: <named json>\n\n`.
     NamedSseData = 6,
+    /// The Bayeux delivery: `{"channel":"/a/b","data":<value>,"id":"…"}`,
+    /// the payload as its JSON value when it is JSON, else as a string
+    /// (base64 with `ext.cometbox.encoding` when not UTF-8).
+    Bayeux = 7,
+    /// A WebSocket text frame holding `[<bayeux json>]`.
+    BayeuxWsFrame = 8,
 }
 
 impl Encoding {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 9;
 
     /// The encoding a subscriber of several mailboxes gets instead.
     pub fn named(self) -> Encoding {
@@ -87,6 +93,19 @@ fn encode(kind: Encoding, message: &Message) -> Vec<u8> {
             out.extend_from_slice(json);
             out.extend_from_slice(b"\n\n");
             out
+        }
+        Encoding::Bayeux => {
+            let mut out = Vec::with_capacity(message.payload.len() + message.mailbox.len() + 64);
+            write_bayeux_json(&mut out, message);
+            out
+        }
+        Encoding::BayeuxWsFrame => {
+            let json = encoded(message, Encoding::Bayeux);
+            let mut array = Vec::with_capacity(json.len() + 2);
+            array.push(b'[');
+            array.extend_from_slice(json);
+            array.push(b']');
+            crate::transport::websocket::encode_text_frame(&array)
         }
         Encoding::PollBody => {
             let json = encoded(message, Encoding::Json);
@@ -159,6 +178,35 @@ pub fn write_message_json(out: &mut Vec<u8>, message: &Message) {
             let encoded = base64::engine::general_purpose::STANDARD.encode(&message.payload);
             out.extend_from_slice(encoded.as_bytes());
             out.extend_from_slice(b"\",\"encoding\":\"base64\"}");
+        }
+    }
+}
+
+/// A Bayeux delivery of `message` on its mailbox's channel. A payload that
+/// is JSON goes in as its value, byte for byte (serde_json checked it);
+/// mailbox names need no escaping.
+pub fn write_bayeux_json(out: &mut Vec<u8>, message: &Message) {
+    out.extend_from_slice(b"{\"channel\":\"/");
+    out.extend_from_slice(message.mailbox.as_bytes());
+    out.extend_from_slice(b"\",\"id\":\"");
+    out.extend_from_slice(message.id.as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    let payload = &message.payload;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
+        out.extend_from_slice(payload.trim_ascii());
+        out.push(b'}');
+        return;
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => {
+            write_json_string(out, text);
+            out.push(b'}');
+        }
+        Err(_) => {
+            out.push(b'"');
+            let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+            out.extend_from_slice(encoded.as_bytes());
+            out.extend_from_slice(b"\",\"ext\":{\"cometbox\":{\"encoding\":\"base64\"}}}");
         }
     }
 }
@@ -253,6 +301,28 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(encoded(&m, Encoding::PollBody)).unwrap();
         assert_eq!(v["messages"][0]["data"], "{\"text\":\"hi\"}");
         assert_eq!(v["cursor"], &*m.id);
+    }
+
+    #[test]
+    fn bayeux_data_is_the_json_value_or_a_string() {
+        let json = message(b" {\"n\":[1,2.5,\"x\"]} ");
+        let v: serde_json::Value =
+            serde_json::from_slice(encoded(&json, Encoding::Bayeux)).unwrap();
+        assert_eq!(v["channel"], "/box");
+        assert_eq!(v["id"], &*json.id);
+        assert_eq!(v["data"], serde_json::json!({"n": [1, 2.5, "x"]}));
+        let text = message(b"hello </script>");
+        let v: serde_json::Value =
+            serde_json::from_slice(encoded(&text, Encoding::Bayeux)).unwrap();
+        assert_eq!(v["data"], "hello </script>");
+        let binary = message(&[0xff, 0]);
+        let v: serde_json::Value =
+            serde_json::from_slice(encoded(&binary, Encoding::Bayeux)).unwrap();
+        assert_eq!(v["data"], "/wA=");
+        assert_eq!(v["ext"]["cometbox"]["encoding"], "base64");
+        let frame = encoded(&text, Encoding::BayeuxWsFrame);
+        assert_eq!(frame[0], 0x81);
+        assert!(frame.ends_with(b"}]"));
     }
 
     #[test]

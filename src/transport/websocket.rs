@@ -166,9 +166,13 @@ pub enum Inbound {
         code: Option<u16>,
         reason: Vec<u8>,
     },
-    /// A complete client data message was received: dropped, or, when the
-    /// decoder keeps text, its text is in [`InboundDecoder::take_text`].
+    /// A complete client data message was received and dropped (binary,
+    /// or text when the decoder does not keep text).
     Message,
+    /// A complete text message, kept because the decoder was built
+    /// [`InboundDecoder::keeping_text`] (Bayeux over WebSocket,
+    /// `mailbox.upstream`).
+    Text(Vec<u8>),
 }
 
 /// The client broke the protocol: send a close frame with this code and
@@ -286,6 +290,8 @@ struct Message {
     /// Payload bytes announced so far, over all its frames.
     size: u64,
     utf8: Utf8Validator,
+    /// The text so far, when kept.
+    text: Vec<u8>,
 }
 
 /// Decodes client frames. Call `decode` with the unconsumed input until it
@@ -297,11 +303,8 @@ pub struct InboundDecoder {
     /// Set while a message is open; it outlives frames when fragmented.
     /// Whenever `frame` is `Payload`, this is `Some`.
     message: Option<Message>,
-    /// Keep text messages (`mailbox.upstream`): `text` collects the open
-    /// one, `done` holds the last complete one until taken.
+    /// Keep text messages (`Inbound::Text`) instead of dropping them.
     keep_text: bool,
-    text: Vec<u8>,
-    done: Option<Vec<u8>>,
 }
 
 impl InboundDecoder {
@@ -311,22 +314,15 @@ impl InboundDecoder {
             frame: Frame::Header,
             message: None,
             keep_text: false,
-            text: Vec::new(),
-            done: None,
         }
     }
 
-    /// Keep the text of each text message, for [`InboundDecoder::take_text`]
-    /// (binary messages are still dropped unread).
+    /// Keep each text message and hand it over whole as [`Inbound::Text`]
+    /// (up to the message size limit); binary messages are still dropped
+    /// unread.
     pub fn keeping_text(mut self) -> Self {
         self.keep_text = true;
         self
-    }
-
-    /// The text of the message the last [`Inbound::Message`] reported, if
-    /// it was a text message and text is kept.
-    pub fn take_text(&mut self) -> Option<Vec<u8>> {
-        self.done.take()
     }
 
     /// Consumes a prefix of `buf` (unmasking in place where it needs to look
@@ -361,6 +357,7 @@ impl InboundDecoder {
             opcode: header.opcode,
             size: 0,
             utf8: Utf8Validator::default(),
+            text: Vec::new(),
         });
         message.size += header.payload_len;
         let payload = Payload {
@@ -470,7 +467,7 @@ impl InboundDecoder {
                 return violation(CLOSE_INVALID_DATA, "text message is not UTF-8");
             }
             if self.keep_text {
-                self.text.extend_from_slice(piece);
+                message.text.extend_from_slice(piece);
             }
         }
         payload.mask_offset = (payload.mask_offset + take) % 4;
@@ -485,10 +482,10 @@ impl InboundDecoder {
         if message.opcode == Opcode::Text && !message.utf8.is_complete() {
             return violation(CLOSE_INVALID_DATA, "text message ends inside a character");
         }
+        let message = self.message.take().expect("open, checked above");
         if self.keep_text && message.opcode == Opcode::Text {
-            self.done = Some(std::mem::take(&mut self.text));
+            return Ok((take, Some(Inbound::Text(message.text))));
         }
-        self.message = None;
         Ok((take, Some(Inbound::Message)))
     }
 }

@@ -17,8 +17,6 @@ pub struct Upstream {
     pub subject: Option<std::sync::Arc<str>>,
     /// Several mailboxes followed: a message names its mailbox.
     pub multiplexed: bool,
-    /// Complete text messages read and not yet handed on.
-    pub received: Vec<Vec<u8>>,
 }
 
 pub struct WsState {
@@ -35,8 +33,14 @@ pub struct WsState {
     /// When the connection ends by itself (stream-max-duration or the
     /// token's expiry), in ms on the worker clock.
     pub ends_at: Option<u64>,
-    /// Set when client messages go upstream.
+    /// Set when client messages go upstream (`mailbox.upstream`).
     pub upstream: Option<Box<Upstream>>,
+    /// A Bayeux session over this socket (docs/bayeux.md): its messages
+    /// are the client's text messages.
+    pub bayeux: Option<Box<crate::endpoint::bayeux::WsSession>>,
+    /// Complete text messages read and not yet handed on (the decoder
+    /// keeps them only for `upstream` or `bayeux`).
+    pub texts: Vec<Vec<u8>>,
 }
 
 impl WsState {
@@ -48,6 +52,8 @@ impl WsState {
             sent: 0,
             ends_at,
             upstream: None,
+            bayeux: None,
+            texts: Vec::new(),
         }
     }
 
@@ -57,6 +63,18 @@ impl WsState {
         WsState {
             decoder: InboundDecoder::new(max_message).keeping_text(),
             upstream: Some(Box::new(upstream)),
+            ..WsState::new(ends_at)
+        }
+    }
+
+    /// A Bayeux session over this socket: its text messages are kept.
+    pub fn with_bayeux(
+        ends_at: Option<u64>,
+        session: Box<crate::endpoint::bayeux::WsSession>,
+    ) -> WsState {
+        WsState {
+            decoder: InboundDecoder::new(MAX_CLIENT_MESSAGE).keeping_text(),
+            bayeux: Some(session),
             ..WsState::new(ends_at)
         }
     }
@@ -157,12 +175,8 @@ pub fn read_frames(ws: &mut WsState, buf: &mut [u8], out: &mut Vec<u8>) -> (usiz
                 ws.ping_outstanding = false;
                 match event {
                     Some(Inbound::Ping(payload)) => ws.pong_owed = Some(payload.into()),
-                    Some(Inbound::Message) => {
-                        if let (Some(text), Some(up)) = (ws.decoder.take_text(), &mut ws.upstream) {
-                            up.received.push(text);
-                        }
-                    }
-                    Some(Inbound::Pong(_)) | None => {}
+                    Some(Inbound::Text(text)) => ws.texts.push(text),
+                    Some(Inbound::Pong(_)) | Some(Inbound::Message) | None => {}
                     Some(Inbound::Close { code, .. }) => {
                         // Echo the peer's code, as RFC 6455 5.5.1 suggests.
                         websocket::encode_close(code.unwrap_or(CLOSE_NORMAL), "", out);

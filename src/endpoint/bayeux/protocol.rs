@@ -1,0 +1,588 @@
+//! Bayeux messages in, replies out: the meta channels and client publish,
+//! over the shared session table and the store, without sockets. A batch
+//! yields its replies (JSON objects), at most one `/meta/connect` for the
+//! worker to answer or hold, what was published (to announce) and which
+//! held connects to wake.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use crate::session::{Channel, Pattern, Session, Wake, channel};
+use crate::shared::Shared;
+use crate::store::{Answer, Cursor, Published, StoreError};
+
+/// The connection types offered in the handshake.
+pub const CONNECTION_TYPES: [&str; 4] = [
+    "websocket",
+    "long-polling",
+    "cross-origin-long-polling",
+    "callback-polling",
+];
+
+/// Messages one request may carry: a client batches a handful.
+pub const MAX_BATCH: usize = 100;
+
+/// What a batch asks of the worker.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Replies other than the connect's, each a JSON object.
+    pub replies: Vec<Value>,
+    pub connect: Option<ConnectReq>,
+    pub published: Vec<Published>,
+    pub wakes: Vec<Wake>,
+}
+
+/// A `/meta/connect` of a live session, to answer with its deliveries.
+#[derive(Debug)]
+pub struct ConnectReq {
+    pub client_id: Arc<str>,
+    /// The reply, without deliveries.
+    pub reply: Value,
+    /// Held until mail or the poll timeout (alone in its batch, and not
+    /// `advice.timeout: 0`); otherwise answered at once.
+    pub hold: bool,
+    /// The mailboxes to attach and where the session stands in each.
+    pub follows: Vec<(Arc<str>, Cursor)>,
+}
+
+/// What the request around the messages brings: its token (header, query
+/// or cookie) and the time.
+pub struct Env<'a> {
+    pub shared: &'a Shared,
+    pub token: Option<&'a [u8]>,
+    pub now: Instant,
+}
+
+/// Runs a batch.
+pub fn process(messages: Vec<Map<String, Value>>, env: &Env<'_>) -> Batch {
+    let mut batch = Batch::default();
+    let alone = messages.len() == 1;
+    for message in messages {
+        let reply = match message.get("channel").and_then(Value::as_str) {
+            None => Some(error(&message, None, "400::channel_missing")),
+            Some(name) => match channel::parse(name) {
+                Err(why) => Some(error(&message, Some(name), why)),
+                Ok(Channel::Meta(meta)) => meta_message(meta, &message, alone, env, &mut batch),
+                Ok(Channel::Service) => Some(error(
+                    &message,
+                    Some(name),
+                    "404::service channels are not supported",
+                )),
+                Ok(Channel::Pattern(_)) => Some(error(&message, Some(name), channel::INVALID)),
+                Ok(Channel::Mailbox(mailbox)) => Some(publish(mailbox, &message, env, &mut batch)),
+            },
+        };
+        batch.replies.extend(reply);
+    }
+    batch
+}
+
+fn meta_message(
+    meta: &str,
+    message: &Map<String, Value>,
+    alone: bool,
+    env: &Env<'_>,
+    batch: &mut Batch,
+) -> Option<Value> {
+    let channel = format!("/meta/{meta}");
+    if meta == "handshake" {
+        return Some(handshake(message, env));
+    }
+    if !matches!(meta, "connect" | "subscribe" | "unsubscribe" | "disconnect") {
+        return Some(error(message, Some(&channel), "400::unknown meta channel"));
+    }
+    let Some(client_id) = message.get("clientId").and_then(Value::as_str) else {
+        return Some(error(message, Some(&channel), "402::clientId missing"));
+    };
+    let expired = env
+        .shared
+        .sessions
+        .with(client_id, |s| s.token_expired(unix_now()));
+    match expired {
+        None => return Some(unknown_session(message, &channel)),
+        Some(true) => {
+            // The token that granted its subscriptions ran out.
+            if let Some(Some(held)) = env.shared.sessions.remove(client_id) {
+                batch.wakes.push(held);
+            }
+            return Some(unknown_session(message, &channel));
+        }
+        Some(false) => {}
+    }
+    match meta {
+        "connect" => {
+            if batch.connect.is_some() {
+                return Some(error(
+                    message,
+                    Some(&channel),
+                    "400::one connect per request",
+                ));
+            }
+            batch.connect = connect(client_id, message, alone, env);
+            None
+        }
+        "subscribe" => Some(subscribe(client_id, message, env, batch, true)),
+        "unsubscribe" => Some(subscribe(client_id, message, env, batch, false)),
+        _ => {
+            if let Some(Some(held)) = env.shared.sessions.remove(client_id) {
+                batch.wakes.push(held);
+            }
+            Some(ok(message, &channel, Some(client_id)))
+        }
+    }
+}
+
+fn handshake(message: &Map<String, Value>, env: &Env<'_>) -> Value {
+    let channel = "/meta/handshake";
+    let mut reply = if message.get("version").and_then(Value::as_str).is_none() {
+        error(
+            message,
+            Some(channel),
+            "402:version:Missing required parameter",
+        )
+    } else if !message
+        .get("supportedConnectionTypes")
+        .and_then(Value::as_array)
+        .is_some_and(|types| {
+            types
+                .iter()
+                .any(|t| t.as_str().is_some_and(|t| CONNECTION_TYPES.contains(&t)))
+        })
+    {
+        error(
+            message,
+            Some(channel),
+            "301::connection types not supported",
+        )
+    } else {
+        let token = ext_token(message).map(<[u8]>::to_vec);
+        match env.shared.sessions.create(env.now, token) {
+            None => {
+                let mut r = error(message, Some(channel), "503::too many sessions");
+                r["advice"] = json!({"reconnect": "retry", "interval": 5000});
+                return r;
+            }
+            Some(id) => {
+                let mut r = ok(message, channel, Some(&id));
+                r["advice"] = advice(env);
+                r
+            }
+        }
+    };
+    reply["version"] = json!("1.0");
+    reply["minimumVersion"] = json!("1.0");
+    reply["supportedConnectionTypes"] = json!(CONNECTION_TYPES);
+    reply
+}
+
+fn advice(env: &Env<'_>) -> Value {
+    let timeout = env.shared.config().mailbox.poll_timeout.as_millis() as u64;
+    json!({"reconnect": "retry", "interval": 0, "timeout": timeout})
+}
+
+fn connect(
+    client_id: &str,
+    message: &Map<String, Value>,
+    alone: bool,
+    env: &Env<'_>,
+) -> Option<ConnectReq> {
+    let at_once = message
+        .get("advice")
+        .and_then(|a| a.get("timeout"))
+        .and_then(Value::as_u64)
+        == Some(0);
+    let mut reply = ok(message, "/meta/connect", Some(client_id));
+    reply["advice"] = advice(env);
+    let follows = env.shared.sessions.with(client_id, |s| {
+        s.last_seen = env.now;
+        s.follows.clone()
+    })?;
+    Some(ConnectReq {
+        client_id: client_id.into(),
+        reply,
+        hold: alone && !at_once,
+        follows,
+    })
+}
+
+/// `/meta/subscribe` (`adding`) or `/meta/unsubscribe`.
+fn subscribe(
+    client_id: &str,
+    message: &Map<String, Value>,
+    env: &Env<'_>,
+    batch: &mut Batch,
+    adding: bool,
+) -> Value {
+    let channel = if adding {
+        "/meta/subscribe"
+    } else {
+        "/meta/unsubscribe"
+    };
+    let subscription = message.get("subscription").cloned().unwrap_or(Value::Null);
+    let names: Vec<&str> = match &subscription {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        return error(
+            message,
+            Some(channel),
+            "402:subscription:Missing required parameter",
+        );
+    }
+    let mut patterns = Vec::with_capacity(names.len());
+    for name in &names {
+        match channel::parse(name) {
+            Ok(Channel::Mailbox(m)) => patterns.push(Pattern::Exact(m.to_string())),
+            Ok(Channel::Pattern(p)) => patterns.push(p),
+            Ok(Channel::Meta(_) | Channel::Service) => {
+                return with_subscription(
+                    error(message, Some(channel), "403::subscription_invalid"),
+                    subscription,
+                );
+            }
+            Err(why) => return with_subscription(error(message, Some(channel), why), subscription),
+        }
+    }
+    let outcome = if adding {
+        add(client_id, patterns, message, env)
+    } else {
+        env.shared
+            .sessions
+            .with(client_id, |s| {
+                s.subs.retain(|p| !patterns.contains(p));
+                s.prune();
+                (s.wild(), s.held)
+            })
+            .ok_or("402::session_unknown")
+    };
+    let reply = match outcome {
+        Ok((wild, held)) => {
+            env.shared.sessions.set_wild(client_id, wild);
+            batch.wakes.extend(held);
+            ok(message, channel, Some(client_id))
+        }
+        Err(why) => error(message, Some(channel), why),
+    };
+    with_subscription(reply, subscription)
+}
+
+type Changed = (Vec<Pattern>, Option<Wake>);
+
+fn add(
+    client_id: &str,
+    patterns: Vec<Pattern>,
+    message: &Map<String, Value>,
+    env: &Env<'_>,
+) -> Result<Changed, &'static str> {
+    let max = env.shared.config().bayeux.max_subscriptions;
+    let positions: Vec<(Arc<str>, Cursor)> = patterns
+        .iter()
+        .filter_map(|p| match p {
+            Pattern::Exact(m) => Some((m.as_str().into(), env.shared.store.position(m, env.now))),
+            _ => None,
+        })
+        .collect();
+    let stored_token = env
+        .shared
+        .sessions
+        .with(client_id, |s| s.token.clone())
+        .flatten();
+    let token = ext_token(message).or(stored_token.as_deref()).or(env.token);
+    let mut expires_at: Option<u64> = None;
+    if let Some(auth) = &*env.shared.auth() {
+        for p in patterns.iter().filter(|p| auth.needs_token(p.grant_name())) {
+            match auth.check(token, p.grant_name()) {
+                Ok(grant) => {
+                    expires_at =
+                        Some(expires_at.map_or(grant.expires_at, |e| e.min(grant.expires_at)))
+                }
+                Err(denied) if denied.is_forbidden() => return Err("403::mailbox not granted"),
+                Err(denied) => return Err(denied_text(denied)),
+            }
+        }
+    }
+    env.shared
+        .sessions
+        .with(client_id, |s: &mut Session| {
+            let new = patterns.iter().filter(|p| !s.subs.contains(p)).count();
+            if s.subs.len() + new > max {
+                return Err("403::too many subscriptions (bayeux.max-subscriptions)");
+            }
+            if let Some(e) = expires_at {
+                s.expires_at = Some(s.expires_at.map_or(e, |old| old.min(e)));
+            }
+            for p in patterns {
+                if !s.subs.contains(&p) {
+                    s.subs.push(p);
+                }
+            }
+            for (mailbox, position) in positions {
+                if s.cursor(&mailbox).is_none() {
+                    s.follows.push((mailbox, position));
+                }
+            }
+            Ok((s.wild(), s.held))
+        })
+        .unwrap_or(Err("402::session_unknown"))
+}
+
+fn denied_text(denied: crate::auth::Denied) -> &'static str {
+    use crate::auth::Denied;
+    match denied {
+        Denied::Missing => "401::token required",
+        Denied::Expired => "401::token expired",
+        _ => "401::invalid token",
+    }
+}
+
+/// A client's publish to a mailbox's channel.
+fn publish(mailbox: &str, message: &Map<String, Value>, env: &Env<'_>, batch: &mut Batch) -> Value {
+    let channel = channel::of_mailbox(mailbox);
+    if !env.shared.config().bayeux.client_publish {
+        return error(message, Some(&channel), "403::publish not allowed");
+    }
+    let Some(data) = message.get("data") else {
+        return error(
+            message,
+            Some(&channel),
+            "402:data:Missing required parameter",
+        );
+    };
+    let client_id = message.get("clientId").and_then(Value::as_str);
+    let known = client_id.and_then(|id| env.shared.sessions.with(id, |s| s.token.clone()));
+    let Some(stored_token) = known else {
+        return unknown_session(message, &channel);
+    };
+    if let Some(auth) = &*env.shared.auth() {
+        let token = ext_token(message).or(stored_token.as_deref()).or(env.token);
+        if let Err(denied) = auth.check_publish(token, mailbox) {
+            let why = if denied.is_forbidden() {
+                "403::publish not granted"
+            } else {
+                denied_text(denied)
+            };
+            return error(message, Some(&channel), why);
+        }
+    }
+    // A Value serialises into a Vec without fail.
+    let payload = serde_json::to_vec(data).expect("JSON to a Vec");
+    // The worker only matters to a shared store's late answer, and the
+    // endpoint is off in cluster mode (docs/bayeux.md): the local store
+    // answers at once.
+    match env
+        .shared
+        .store
+        .publish(mailbox.as_bytes(), payload, env.now, 0)
+    {
+        Answer::Ready(Ok(published)) => {
+            batch
+                .wakes
+                .extend(env.shared.sessions.on_publish(&published.message));
+            batch.published.push(published);
+            ok(message, &channel, None)
+        }
+        Answer::Ready(Err(e @ StoreError::TooLarge { .. })) => {
+            error(message, Some(&channel), &format!("413::{e}"))
+        }
+        Answer::Ready(Err(e)) => error(message, Some(&channel), &format!("503::{e}")),
+        Answer::Pending(_) => error(message, Some(&channel), "503::not in cluster mode"),
+    }
+}
+
+fn ext_token(message: &Map<String, Value>) -> Option<&[u8]> {
+    message
+        .get("ext")
+        .and_then(|e| e.get("token"))
+        .and_then(Value::as_str)
+        .map(str::as_bytes)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A successful reply echoing the request's channel and id.
+fn ok(message: &Map<String, Value>, channel: &str, client_id: Option<&str>) -> Value {
+    let mut reply = json!({"channel": channel, "successful": true});
+    if let Some(id) = message.get("id") {
+        reply["id"] = id.clone();
+    }
+    if let Some(client) = client_id {
+        reply["clientId"] = json!(client);
+    }
+    reply
+}
+
+/// A refusal: `successful: false` and a Bayeux error string.
+pub fn error(message: &Map<String, Value>, channel: Option<&str>, why: &str) -> Value {
+    let mut reply = json!({"successful": false, "error": why});
+    if let Some(channel) = channel {
+        reply["channel"] = json!(channel);
+    }
+    if let Some(id) = message.get("id") {
+        reply["id"] = id.clone();
+    }
+    if let Some(client) = message.get("clientId") {
+        reply["clientId"] = client.clone();
+    }
+    reply
+}
+
+/// Unknown or expired clientId: both clients handshake again on this advice.
+fn unknown_session(message: &Map<String, Value>, channel: &str) -> Value {
+    let mut reply = error(message, Some(channel), "402::session_unknown");
+    reply["advice"] = json!({"reconnect": "handshake", "interval": 0});
+    reply
+}
+
+fn with_subscription(mut reply: Value, subscription: Value) -> Value {
+    reply["subscription"] = subscription;
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(extra: &str) -> Arc<Shared> {
+        let config = crate::Config::parse_str(extra, std::path::Path::new("test.conf")).unwrap();
+        Shared::for_tests(config)
+    }
+
+    fn publish(shared: &Shared, mailbox: &[u8], payload: &[u8], now: Instant) -> Published {
+        match shared.store.publish(mailbox, payload.to_vec(), now, 0) {
+            Answer::Ready(Ok(published)) => published,
+            _ => panic!("the local store stores at once"),
+        }
+    }
+
+    fn run(shared: &Shared, messages: Value) -> Batch {
+        let Value::Array(list) = messages else {
+            panic!("an array")
+        };
+        let maps = list
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) => m,
+                _ => panic!("objects"),
+            })
+            .collect();
+        let env = Env {
+            shared,
+            token: None,
+            now: Instant::now(),
+        };
+        process(maps, &env)
+    }
+
+    fn handshake(shared: &Shared) -> String {
+        let batch = run(
+            shared,
+            json!([{"channel": "/meta/handshake", "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling", "websocket"], "id": "1"}]),
+        );
+        let reply = &batch.replies[0];
+        assert_eq!(reply["successful"], true);
+        assert_eq!(reply["id"], "1");
+        assert_eq!(reply["advice"]["timeout"], 30000);
+        reply["clientId"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_connect_follows_what_was_subscribed_from_where_the_mailbox_stood() {
+        let s = shared("");
+        let now = Instant::now();
+        publish(&s, b"a/b", b"old", now);
+        let id = handshake(&s);
+        let batch = run(
+            &s,
+            json!([{"channel": "/meta/subscribe", "clientId": id,
+                    "subscription": ["/a/b", "/c/**"], "id": "2"}]),
+        );
+        assert_eq!(batch.replies[0]["successful"], true);
+        assert_eq!(batch.replies[0]["subscription"], json!(["/a/b", "/c/**"]));
+        let batch = run(
+            &s,
+            json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}]),
+        );
+        let connect = batch.connect.expect("a connect to answer");
+        assert!(connect.hold, "alone and without timeout 0: held");
+        assert_eq!(
+            connect.follows.len(),
+            1,
+            "the exact channel; patterns follow on publish"
+        );
+        assert_eq!(connect.follows[0].1.seq, 1, "from after the old message");
+        // A publish under the pattern adds the mailbox, from just before it.
+        let published = publish(&s, b"c/d/e", b"new", now);
+        assert!(
+            s.sessions.on_publish(&published.message).is_empty(),
+            "not held"
+        );
+        let follows = s.sessions.with(&id, |s| s.follows.clone()).unwrap();
+        assert_eq!(follows.len(), 2);
+        assert_eq!(follows[1].1.seq, 0);
+        // Batched with another message, or with timeout 0: answered at once.
+        let batch = run(
+            &s,
+            json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling",
+                    "advice": {"timeout": 0}}]),
+        );
+        assert!(!batch.connect.unwrap().hold);
+    }
+
+    #[test]
+    fn client_publish_is_refused_by_default_and_stored_as_json_when_enabled() {
+        let s = shared("");
+        let id = handshake(&s);
+        let batch = run(
+            &s,
+            json!([{"channel": "/x", "clientId": id, "data": {"a": 1}, "id": "p"}]),
+        );
+        assert_eq!(batch.replies[0]["error"], "403::publish not allowed");
+        assert!(batch.published.is_empty());
+        let s = shared("bayeux.client-publish = \"enable\"\n");
+        let id = handshake(&s);
+        let batch = run(
+            &s,
+            json!([{"channel": "/x/y", "clientId": id, "data": {"a": [1, "b"]}, "id": "p"}]),
+        );
+        assert_eq!(
+            batch.replies[0],
+            json!({"channel": "/x/y", "successful": true, "id": "p"})
+        );
+        assert_eq!(&*batch.published[0].message.payload, br#"{"a":[1,"b"]}"#);
+        let batch = run(&s, json!([{"channel": "/x/*", "clientId": id, "data": 1}]));
+        assert_eq!(batch.replies[0]["error"], channel::INVALID);
+    }
+
+    #[test]
+    fn unsubscribe_drops_the_mailbox_and_disconnect_the_session() {
+        let s = shared("");
+        let id = handshake(&s);
+        run(
+            &s,
+            json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/a"}]),
+        );
+        let batch = run(
+            &s,
+            json!([{"channel": "/meta/unsubscribe", "clientId": id, "subscription": "/a"}]),
+        );
+        assert_eq!(batch.replies[0]["successful"], true);
+        assert!(s.sessions.with(&id, |s| s.follows.is_empty()).unwrap());
+        let batch = run(&s, json!([{"channel": "/meta/disconnect", "clientId": id}]));
+        assert_eq!(batch.replies[0]["successful"], true);
+        let batch = run(
+            &s,
+            json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}]),
+        );
+        assert!(batch.connect.is_none());
+        assert_eq!(batch.replies[0]["advice"]["reconnect"], "handshake");
+    }
+}
