@@ -146,6 +146,12 @@ impl Subs {
         self.iter().find(|s| &*s.mailbox == mailbox)
     }
 
+    /// Whether `mailbox` is among those followed (names compared, unlike
+    /// [`Subs::get`]).
+    pub fn follows(&self, mailbox: &str) -> bool {
+        self.iter().any(|s| &*s.mailbox == mailbox)
+    }
+
     pub fn take(&mut self) -> Subs {
         std::mem::take(self)
     }

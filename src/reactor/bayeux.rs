@@ -255,7 +255,7 @@ impl Worker {
         }
         let now = self.now();
         for (mailbox, cursor) in follows {
-            if self.conns[key].subs.get(&mailbox).is_some() {
+            if self.conns[key].subs.follows(&mailbox) {
                 continue;
             }
             let answer =
