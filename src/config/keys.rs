@@ -120,7 +120,7 @@ pub(super) static KEYS: &[Key] = &[
         },
         default: "65536",
         doc: "Largest request body accepted (bodies are read and discarded, except the Bayeux \
-            endpoint's); a larger one is answered with 413.",
+            endpoint's and an upstream POST's); a larger one is answered with 413.",
     },
     Key {
         name: "server.header-timeout",
@@ -493,7 +493,8 @@ pub(super) static KEYS: &[Key] = &[
         doc: "Deliver what browsers send (WebSocket text frames, `POST /mailbox/{name}` bodies up \
             to mailbox.max-message-size) to backends subscribed to `__cometbox:upstream` \
             (docs/protocol.md). With auth.required, only to mailboxes the token's `publish` \
-            claim grants. Off: frames are ignored and POST is 405.",
+            claim grants. POST is answered 204, 413 over the size; off: frames are ignored and \
+            POST is 405.",
     },
     Key {
         name: "mailbox.presence-per-subscriber",

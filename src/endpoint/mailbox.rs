@@ -1,7 +1,7 @@
 //! The mailbox endpoint, `GET|HEAD|OPTIONS {url-prefix}{name}`: validates the
 //! name, the transport and the cursor, checks the token, and answers with
 //! the plan the worker carries out ([`Subscribe`]), a CORS preflight, or an
-//! error.
+//! error. `POST` (messages back up, `mailbox.upstream`) is [`super::post`].
 
 use super::{Body, Context, Follow, Outcome, Response, Subscribe};
 use crate::auth::TokenSource;
@@ -13,13 +13,18 @@ use crate::transport::{self, ReplyTo, Transport, ws_session};
 pub fn handle(
     req: &Request<'_>,
     raw_name: &[u8],
+    body: &[u8],
     ctx: &Context,
     shared: &Shared,
 ) -> Result<Outcome, HttpError> {
     match req.method() {
         Method::Get | Method::Head => {}
-        Method::Options => return Ok(Outcome::Respond(preflight(ctx))),
-        Method::Post | Method::Other => {
+        Method::Post => return super::post::handle(req, raw_name, body, shared),
+        Method::Options => {
+            let upstream = shared.config().mailbox.upstream;
+            return Ok(Outcome::Respond(preflight(ctx, upstream)));
+        }
+        Method::Other => {
             return Err(HttpError::new(
                 Status::MethodNotAllowed,
                 "use GET, HEAD or OPTIONS on a mailbox",
@@ -160,13 +165,18 @@ fn cursors(raw: Option<&[u8]>, count: usize) -> Result<Vec<Option<Cursor>>, Http
         .collect()
 }
 
-fn preflight(ctx: &Context) -> Response {
+/// With `upstream`, browsers may POST too.
+fn preflight(ctx: &Context, upstream: bool) -> Response {
     let mut headers = Vec::new();
     if ctx.cors != http::Cors::None {
         // The CORS grant itself is written with every response.
+        headers.extend_from_slice(if upstream {
+            b"Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS\r\n"
+        } else {
+            b"Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
+        });
         headers.extend_from_slice(
-            b"Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n\
-              Access-Control-Allow-Headers: Last-Event-ID, Authorization, Accept, Cache-Control, Content-Type, X-Requested-With\r\n\
+            b"Access-Control-Allow-Headers: Last-Event-ID, Authorization, Accept, Cache-Control, Content-Type, X-Requested-With\r\n\
               Access-Control-Max-Age: 86400\r\n",
         );
     }
@@ -245,6 +255,7 @@ mod tests {
             Err(e) => e.status.code(),
             Ok(Outcome::Respond(r)) => r.status.code(),
             Ok(Outcome::Subscribe(_)) => 200,
+            Ok(Outcome::Upstream(_)) => 204,
             Ok(Outcome::Bayeux(_)) => panic!("{raw}: the mailbox endpoint answered for Bayeux"),
         }
     }

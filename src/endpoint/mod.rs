@@ -9,6 +9,7 @@
 
 pub mod bayeux;
 pub mod mailbox;
+pub mod post;
 pub mod script;
 
 use crate::http::{Cors, HttpError, Method, Request, Status};
@@ -143,6 +144,8 @@ pub enum Outcome {
     /// Bayeux: publishes to announce and held connects to wake, then a
     /// response or a held connect.
     Bayeux(Box<bayeux::Plan>),
+    /// A POSTed message for `__cometbox:upstream`, then its answer.
+    Upstream(Box<post::Upstream>),
 }
 
 /// Routes and runs the endpoint for one request; `body` is its
@@ -155,7 +158,7 @@ pub fn handle(
 ) -> Result<Outcome, HttpError> {
     let config = shared.config();
     match route(req, &config.mailbox.url_prefix, &config.bayeux.path) {
-        Endpoint::Mailbox(raw_name) => mailbox::handle(req, raw_name, ctx, shared),
+        Endpoint::Mailbox(raw_name) => mailbox::handle(req, raw_name, body, ctx, shared),
         Endpoint::Bayeux(rest) => bayeux::handle(req, body, rest, ctx, shared),
         Endpoint::ClientScript(script) => script::respond(req, script),
         Endpoint::Server => match req.method() {

@@ -194,7 +194,8 @@ impl Worker {
         self.upstream(mailbox, subject, &data);
     }
 
-    fn upstream(&mut self, mailbox: Arc<str>, subject: Option<&str>, data: &str) {
+    /// One message for `__cometbox:upstream` (a text frame, a POST body).
+    pub(super) fn upstream(&mut self, mailbox: Arc<str>, subject: Option<&str>, data: &str) {
         metrics::inc(&self.shared.metrics.upstream_messages);
         let payload = serde_json::json!({
             "mailbox": &*mailbox,

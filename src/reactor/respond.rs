@@ -25,6 +25,11 @@ impl Worker {
             Ok(Outcome::Respond(response)) => self.respond(key, &ctx, response),
             Ok(Outcome::Subscribe(plan)) => self.subscribe(key, *plan),
             Ok(Outcome::Bayeux(plan)) => self.bayeux_plan(key, &ctx, *plan),
+            Ok(Outcome::Upstream(post)) => {
+                let post = *post;
+                self.upstream(post.mailbox, post.subject.as_deref(), &post.data);
+                self.respond(key, &ctx, post.response);
+            }
             Err(error) => self.respond_error(key, error, ctx.http11, ctx.keep_alive, &ctx.cors),
         }
     }

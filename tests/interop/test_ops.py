@@ -126,6 +126,31 @@ def test_upstream_frames_reach_a_redis_py_subscriber_with_the_token_subject(star
     assert ps.get_message(timeout=0.3) is None, "chat:news is not granted for publishing"
 
 
+def test_posted_bodies_reach_a_redis_py_subscriber(start_gateway, tmp_path):
+    secret = "an-interop-secret-of-at-least-32-bytes!!"
+    (tmp_path / "jwt.secret").write_text(secret)
+    gw = start_gateway(
+        f'mailbox.upstream = "enable"\nauth.required = "enable"\n'
+        f'auth.jwt-secret-file = "{tmp_path / "jwt.secret"}"'
+    )
+    token = jwt.encode(
+        {"exp": int(time.time()) + 600, "sub": "alice", "publish": ["chat:lobby"]}, secret, "HS256"
+    )
+    r = redis.Redis(unix_socket_path=gw.socket)
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe("__cometbox:upstream")
+    auth = {"Authorization": f"Bearer {token}"}
+    body = json.dumps({"text": "hi all", "n": 1})
+    resp = httpx.post(gw.url("/mailbox/chat:lobby"), content=body, headers=auth, timeout=5)
+    assert resp.status_code == 204, resp.text
+    m = next_event(ps)
+    assert m["channel"] == b"__cometbox:upstream"
+    assert json.loads(m["data"]) == {"mailbox": "chat:lobby", "subject": "alice", "data": body}
+    refused = httpx.post(gw.url("/mailbox/chat:news"), content="x", headers=auth, timeout=5)
+    assert refused.status_code == 403, "chat:news is not granted for publishing"
+    assert ps.get_message(timeout=0.3) is None
+
+
 NODE_SCRIPT = r"""
 import { createClient } from "redis";
 const [socket, proto] = process.argv.slice(2);
