@@ -102,6 +102,12 @@ fn a_posted_body_reaches_upstream_subscribers_and_is_answered_204() {
         400,
         "one mailbox"
     );
+    // Another method: the 405 names POST among those a mailbox takes.
+    let resp = gw.request(
+        "PUT /mailbox/chat:1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.header("allow"), Some("GET, HEAD, POST, OPTIONS"));
     // The preflight a cross-origin fetch() with a JSON body makes.
     let gw = Gateway::start(
         "mailbox.upstream = \"enable\"\nmailbox.cors-origins = ( \"https://app.example\" )",

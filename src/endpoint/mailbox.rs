@@ -25,6 +25,15 @@ pub fn handle(
             return Ok(Outcome::Respond(preflight(ctx, upstream)));
         }
         Method::Other => {
+            // With upstream on, POST is one of the methods a mailbox takes.
+            if shared.config().mailbox.upstream {
+                let mut refused = HttpError::new(
+                    Status::MethodNotAllowed,
+                    "use GET, HEAD, POST or OPTIONS on a mailbox",
+                );
+                refused.headers = b"Allow: GET, HEAD, POST, OPTIONS\r\n";
+                return Err(refused);
+            }
             return Err(HttpError::new(
                 Status::MethodNotAllowed,
                 "use GET, HEAD or OPTIONS on a mailbox",
