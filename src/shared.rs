@@ -17,7 +17,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::BackendStream;
-use crate::store::{Attach, Message, Store, StoreError, Ticket};
+use crate::store::{Attach, Completions, Message, PublishDone, Store, StoreError, Ticket};
 
 /// What a worker's inbox takes.
 pub enum ToWorker {
@@ -27,6 +27,9 @@ pub enum ToWorker {
     Deliver(Vec<Arc<Message>>),
     /// A store's late answer to an attach (`Answer::Pending`).
     Attached(Ticket, Result<Attach, StoreError>),
+    /// A store's late answers to publishes made on this worker (a reply
+    /// that waited on a ticket): PUBLISH's count, or why it failed.
+    Published(Vec<PublishDone>),
     /// Shutdown, first step: stop taking publishes, post what was
     /// announced, then tell `ack`. After every worker has, nothing
     /// acknowledged to a backend is still on its way.
@@ -61,6 +64,18 @@ impl Peer {
     /// The worker is draining its inbox: the next post must wake it again.
     pub fn rearm(&self) {
         self.wake_pending.store(false, Ordering::Release);
+    }
+}
+
+/// How a store's late answers to publishes reach the workers: posted to
+/// the inbox of the worker that took each publish.
+pub struct PeerCompletions(pub Arc<[Peer]>);
+
+impl Completions for PeerCompletions {
+    fn published(&self, worker: usize, done: Vec<PublishDone>) {
+        if let Some(peer) = self.0.get(worker) {
+            peer.post(ToWorker::Published(done));
+        }
     }
 }
 
@@ -142,7 +157,7 @@ pub struct Shared {
     /// Token checks, when `auth.required` is on.
     pub auth: Option<Auth>,
     pub store: Store,
-    pub peers: Vec<Peer>,
+    pub peers: Arc<[Peer]>,
     pub metrics: Metrics,
     pub ip_limiter: IpLimiter,
     /// Argument memory of all backends' unfinished commands.
@@ -161,7 +176,7 @@ impl Shared {
             config,
             auth,
             store,
-            peers: Vec::new(),
+            peers: Arc::new([]),
             metrics: Metrics::default(),
             ip_limiter: IpLimiter::default(),
             backend_budget: Budget::new(usize::MAX),

@@ -6,6 +6,7 @@
 //! commands to the mailbox store through [`WorkerHub`].
 
 pub mod commands;
+mod replies;
 pub mod resp;
 
 use std::io::{self, Read, Write};
@@ -16,8 +17,9 @@ use crate::config::MailboxConfig;
 use crate::metrics;
 pub use crate::net::BackendStream;
 use crate::shared::{Budget as CommandBudget, Shared};
-use crate::store::{Message, StoreError};
-use commands::{After, Hub, HubError, Session};
+use crate::store::{Answer, Message, StoreError, Ticket};
+use commands::{After, Hub, HubError, Publish, Session};
+use replies::Replies;
 use resp::{Decoded, Decoder, Limits};
 
 /// Read size per syscall for backend sockets: pipelined publishes arrive in
@@ -33,8 +35,7 @@ pub const MAX_COMMANDS_TOTAL: usize = 256 * 1024 * 1024;
 pub struct BackendConn {
     pub sock: BackendStream,
     inbuf: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
+    replies: Replies,
     decoder: Decoder,
     /// The gateway-wide argument budget, and this connection's share of it
     /// (what `decoder` held when last counted).
@@ -65,8 +66,7 @@ impl BackendConn {
         BackendConn {
             sock,
             inbuf: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            replies: Replies::default(),
             decoder: Decoder::new(Limits::new(config.max_message_size)),
             budget,
             charged: 0,
@@ -77,8 +77,16 @@ impl BackendConn {
         }
     }
 
+    /// Replies not yet written, those waiting for a store included.
     pub fn out_len(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.replies.pending()
+    }
+
+    /// Fills the reply slot of a publish the store answered late. False if
+    /// this connection was not waiting for `ticket`.
+    pub fn complete(&mut self, ticket: Ticket, answer: Result<u64, StoreError>) -> bool {
+        self.replies
+            .complete(ticket, answer.map_err(|e| e.to_string()))
     }
 
     /// Reads up to `budget` bytes. Returns (peer closed, budget ran out).
@@ -129,9 +137,17 @@ impl BackendConn {
                 Ok(Decoded::Command { args, consumed }) => {
                     pos += consumed;
                     let words: Vec<&[u8]> = args.iter().collect();
-                    let after = commands::execute(&mut self.session, &words, hub, &mut self.out);
-                    if after == After::Close {
-                        self.closing = true;
+                    let session = &mut self.session;
+                    let after = self
+                        .replies
+                        .write_with(|out| commands::execute(session, &words, hub, out));
+                    match after {
+                        After::Continue => {}
+                        After::Close => self.closing = true,
+                        After::Wait(ticket) => {
+                            self.replies.hold(ticket);
+                            hub.tickets.push(ticket);
+                        }
                     }
                     self.decoder.recycle(args);
                 }
@@ -141,8 +157,8 @@ impl BackendConn {
                     consumed,
                 }) => {
                     pos += consumed;
-                    let limit = hub.max_message_size();
-                    resp::error(&mut self.out, &too_large_text(&name, len, limit));
+                    let text = too_large_text(&name, len, hub.max_message_size());
+                    self.replies.write_with(|out| resp::error(out, &text));
                 }
                 Err(e) => {
                     hub.protocol_error();
@@ -151,7 +167,8 @@ impl BackendConn {
                             "backend socket received HTTP or other foreign traffic; closing that connection"
                         );
                     } else {
-                        resp::error(&mut self.out, &format!("ERR Protocol error: {e}"));
+                        let text = format!("ERR Protocol error: {e}");
+                        self.replies.write_with(|out| resp::error(out, &text));
                     }
                     self.closing = true;
                     pos = self.inbuf.len();
@@ -184,23 +201,19 @@ impl BackendConn {
         Ok(())
     }
 
-    /// Writes pending replies. Ok(true) when all are written.
+    /// Writes the replies that are ready. Ok(true) when all are written
+    /// and none waits for a store.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.out_pos < self.out.len() {
-            match self.sock.write(&self.out[self.out_pos..]) {
+        while !self.replies.unwritten().is_empty() {
+            match self.sock.write(self.replies.unwritten()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => self.replies.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.out.clear();
-        self.out_pos = 0;
-        if self.out.capacity() > READ_CHUNK * 4 {
-            self.out = Vec::new();
-        }
-        Ok(true)
+        Ok(!self.replies.waiting())
     }
 }
 
@@ -229,6 +242,11 @@ pub struct WorkerHub<'a> {
     pub shared: &'a Shared,
     pub outbox: &'a mut [Vec<Arc<Message>>],
     pub now: Instant,
+    /// The worker running the commands (late answers come back to it).
+    pub worker: usize,
+    /// Publishes whose replies wait for these tickets; the worker notes
+    /// which connection each belongs to.
+    pub tickets: Vec<Ticket>,
 }
 
 impl WorkerHub<'_> {
@@ -242,20 +260,28 @@ impl WorkerHub<'_> {
 }
 
 impl Hub for WorkerHub<'_> {
-    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<u64, HubError> {
-        match self.shared.store.publish(mailbox, payload, self.now) {
-            Ok(published) => {
+    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<Publish, HubError> {
+        let store = &self.shared.store;
+        match store.publish(mailbox, payload, self.now, self.worker) {
+            Answer::Pending(ticket) => Ok(Publish::Later(ticket)),
+            Answer::Ready(Ok(published)) => {
+                // Live subscribers need not wait for the disk: announce now.
                 let mut mask = published.workers;
                 while mask != 0 {
                     let worker = mask.trailing_zeros() as usize;
                     mask &= mask - 1;
                     self.outbox[worker].push(published.message.clone());
                 }
-                Ok(published.receivers)
+                Ok(match published.wait {
+                    Some(ticket) => Publish::Later(ticket),
+                    None => Publish::Now(published.receivers),
+                })
             }
-            Err(e @ StoreError::BadName) => Err(HubError::BadName(e.to_string())),
-            Err(e @ StoreError::TooLarge { .. }) => Err(HubError::TooLarge(e.to_string())),
-            Err(e) => Err(HubError::Full(e.to_string())),
+            Answer::Ready(Err(e @ StoreError::BadName)) => Err(HubError::BadName(e.to_string())),
+            Answer::Ready(Err(e @ StoreError::TooLarge { .. })) => {
+                Err(HubError::TooLarge(e.to_string()))
+            }
+            Answer::Ready(Err(e)) => Err(HubError::Full(e.to_string())),
         }
     }
 
@@ -286,6 +312,12 @@ impl Hub for WorkerHub<'_> {
         };
         if want("clients") || want("stats") {
             shared.metrics.write_info(out);
+            out.push_str("\r\n");
+        }
+        // Not `# Persistence`: that one is Redis' own, with `loading:0`.
+        if section.is_some_and(|s| s == "store" || s == "all" || s == "everything") {
+            out.push_str("# Store\r\n");
+            shared.store.write_info(out);
             out.push_str("\r\n");
         }
         if want("mailboxes") {

@@ -16,6 +16,7 @@ mod validate;
 mod value;
 
 pub use env::env_name;
+pub use files::check_store_dir;
 
 #[cfg(test)]
 mod test_util;
@@ -137,6 +138,63 @@ pub struct MailboxConfig {
     pub max_pending_bytes: usize,
     /// `mailbox.cors-origins`; empty = no CORS headers, `"*"` = any origin.
     pub cors_origins: Vec<String>,
+    /// `mailbox.store`: where retained messages live.
+    pub store: StoreKind,
+    /// `mailbox.store-dir`: the disk store's directory.
+    pub store_dir: PathBuf,
+    /// `mailbox.store-fsync`: when the disk store's log is fsynced.
+    pub store_fsync: StoreFsync,
+}
+
+/// `mailbox.store`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In memory only: a restart empties every mailbox (the default).
+    #[default]
+    Memory,
+    /// In memory, with an append-only log in `mailbox.store-dir`.
+    Disk,
+}
+
+/// `mailbox.store-fsync`, with Redis' `appendfsync` meanings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFsync {
+    /// Each PUBLISH is answered once its batch of the log is fsynced.
+    Always,
+    /// The log is fsynced about once a second; replies do not wait.
+    #[default]
+    EverySec,
+    /// The log is written at once and fsynced when the OS decides.
+    No,
+}
+
+impl StoreKind {
+    pub fn parse(s: &str) -> Option<StoreKind> {
+        match s {
+            "memory" => Some(StoreKind::Memory),
+            "disk" => Some(StoreKind::Disk),
+            _ => None,
+        }
+    }
+}
+
+impl StoreFsync {
+    pub fn parse(s: &str) -> Option<StoreFsync> {
+        match s {
+            "always" => Some(StoreFsync::Always),
+            "everysec" => Some(StoreFsync::EverySec),
+            "no" => Some(StoreFsync::No),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreFsync::Always => "always",
+            StoreFsync::EverySec => "everysec",
+            StoreFsync::No => "no",
+        }
+    }
 }
 
 impl Default for MailboxConfig {
@@ -163,6 +221,9 @@ impl Default for MailboxConfig {
             stream_max_bytes: None,
             max_pending_bytes: 4 * 1024 * 1024,
             cors_origins: Vec::new(),
+            store: StoreKind::Memory,
+            store_dir: PathBuf::from("/var/lib/cometbox"),
+            store_fsync: StoreFsync::EverySec,
         }
     }
 }

@@ -113,7 +113,7 @@ impl Acceptor {
         // instead of queueing behind a gateway that is going away.
         drop(listeners);
         self.stop_publishing();
-        for peer in &self.shared.peers {
+        for peer in self.shared.peers.iter() {
             peer.post(ToWorker::Shutdown);
         }
         for thread in threads {
@@ -121,6 +121,9 @@ impl Acceptor {
                 error!("a worker thread panicked");
             }
         }
+        // Last, once no worker can publish or wait for a reply any more:
+        // the disk store writes what is left and marks itself clean.
+        self.shared.store.close();
         drop(socket_file);
         info!("stopped");
     }
@@ -129,11 +132,11 @@ impl Acceptor {
     /// posted the announcements of the publishes it acknowledged.
     fn stop_publishing(&self) {
         let (ack, acks) = crossbeam_channel::unbounded();
-        for peer in &self.shared.peers {
+        for peer in self.shared.peers.iter() {
             peer.post(ToWorker::StopPublishing { ack: ack.clone() });
         }
         let deadline = Instant::now() + self.shared.config.server.shutdown_timeout;
-        for _ in &self.shared.peers {
+        for _ in self.shared.peers.iter() {
             let left = deadline.saturating_duration_since(Instant::now());
             if acks.recv_timeout(left).is_err() {
                 warn!("a worker did not stop publishing in time; shutting down anyway");

@@ -19,11 +19,11 @@ use log::{error, info};
 use mio::net::TcpListener;
 use mio::{Interest, Poll};
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
 use crate::reactor::{WAKER, Worker};
-use crate::shared::{IpLimiter, Peer, Shared};
-use crate::store::{Store, StoreLimits};
+use crate::shared::{IpLimiter, Peer, PeerCompletions, Shared};
+use crate::store::{DiskStore, Store, StoreLimits};
 use acceptor::{Acceptor, Listeners, Signals};
 
 #[derive(Debug)]
@@ -161,7 +161,8 @@ impl Gateway {
             polls.push(worker_poll);
             inboxes.push(rx);
         }
-        let store = Store::local(StoreLimits::from_config(&config.mailbox), workers);
+        let peers: Arc<[Peer]> = peers.into();
+        let store = open_store(&config, workers, &peers)?;
         let shared = Arc::new(Shared {
             config,
             auth,
@@ -214,6 +215,23 @@ impl Gateway {
             acceptor: Some(thread),
         })
     }
+}
+
+/// The store `mailbox.store` names; the disk store replays its log here,
+/// before the gateway says it listens.
+fn open_store(config: &Config, workers: usize, peers: &Arc<[Peer]>) -> Result<Store, StartError> {
+    let limits = StoreLimits::from_config(&config.mailbox);
+    let m = &config.mailbox;
+    Ok(match m.store {
+        StoreKind::Memory => Store::local(limits, workers),
+        StoreKind::Disk => {
+            let completions = Arc::new(PeerCompletions(peers.clone()));
+            Store::Disk(
+                DiskStore::open(&m.store_dir, limits, workers, m.store_fsync, completions)
+                    .map_err(StartError)?,
+            )
+        }
+    })
 }
 
 /// SIGTERM and SIGINT stop the gateway; SIGHUP is noted (and must not kill

@@ -9,6 +9,7 @@ use super::{READ_BUDGET, Worker, backend_token};
 use crate::backend::{BackendConn, WorkerHub};
 use crate::metrics;
 use crate::net::BackendStream;
+use crate::store::PublishDone;
 
 /// A backend that does not read its replies stops being read once this much
 /// is waiting for it (like Redis' client output buffer limit, but pausing
@@ -80,6 +81,34 @@ impl Worker {
         }
     }
 
+    /// A store's late answers to publishes made here: each fills its reply
+    /// slot, and each connection touched writes what became ready.
+    pub(super) fn published(&mut self, done: Vec<PublishDone>) {
+        let mut touched: Vec<usize> = Vec::new();
+        for (ticket, answer) in done {
+            let Some(key) = self.publishing.remove(&ticket) else {
+                continue; // its connection closed meanwhile
+            };
+            if let Some(backend) = self.backends.get_mut(key)
+                && backend.complete(ticket, answer)
+                && !touched.contains(&key)
+            {
+                touched.push(key);
+            }
+        }
+        for key in touched {
+            let backend = &mut self.backends[key];
+            if backend.dead {
+                continue;
+            }
+            match backend.flush() {
+                Ok(true) if backend.closing => self.kill_backend(key),
+                Ok(_) => self.after_backend_io(key),
+                Err(_) => self.kill_backend(key),
+            }
+        }
+    }
+
     fn backend_read(&mut self, key: usize) {
         let backend = &mut self.backends[key];
         if backend.closing || backend.paused {
@@ -94,9 +123,15 @@ impl Worker {
             shared: &self.shared,
             outbox: &mut self.outbox,
             now,
+            worker: self.id,
+            tickets: Vec::new(),
         };
         let backend = &mut self.backends[key];
         backend.execute_buffered(&mut hub);
+        for ticket in hub.tickets {
+            self.publishing.insert(ticket, key);
+        }
+        let backend = &mut self.backends[key];
         match backend.flush() {
             Ok(done) if done && (backend.closing || eof) => return self.kill_backend(key),
             // The client half-closed: finish writing, then close.

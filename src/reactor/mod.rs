@@ -97,6 +97,8 @@ pub struct Worker {
     /// the mailboxes of those that closed before it came (to detach).
     attaching: HashMap<Ticket, usize>,
     abandoned: HashMap<Ticket, String>,
+    /// Backend connections whose PUBLISH reply waits for a store's answer.
+    publishing: HashMap<Ticket, usize>,
     date: DateCache,
     clock: Instant,
     now_ms: u64,
@@ -145,6 +147,7 @@ impl Worker {
             read_scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             attaching: HashMap::new(),
             abandoned: HashMap::new(),
+            publishing: HashMap::new(),
             date: DateCache::default(),
             clock: Instant::now(),
             now_ms: 0,
@@ -241,6 +244,7 @@ impl Worker {
                     }
                 }
                 ToWorker::Attached(ticket, result) => self.attached(ticket, result),
+                ToWorker::Published(done) => self.published(done),
                 ToWorker::StopPublishing { ack } => self.stop_publishing(ack),
                 ToWorker::Shutdown => self.begin_shutdown(),
             }

@@ -2,8 +2,9 @@
 //! and which workers hold subscribers of each mailbox.
 //!
 //! Workers reach the store only through [`Store`], an enum of the known
-//! backends. Today that is [`LocalStore`], the sharded in-memory store; a
-//! Redis-backed and an on-disk store slot in as variants. Operations that a
+//! backends: [`LocalStore`], the sharded in-memory store, and [`DiskStore`],
+//! the same with an append-only log that survives a restart (`disk/`); a
+//! Redis-backed store slots in as another variant. Operations that a
 //! remote store cannot answer at once return [`Answer::Pending`] with a
 //! ticket; its completion reaches the worker as a message on its inbox. The
 //! local store always answers [`Answer::Ready`], so it costs nothing.
@@ -12,9 +13,11 @@
 //! each worker (`fanout`) for every backend; the store only counts
 //! subscribers per worker, so that a publish knows whom to announce to.
 
+mod disk;
 mod local;
 mod message;
 
+pub use disk::{Completions, DiskStore, record};
 pub use local::LocalStore;
 pub use message::{Cursor, ENCODING_SLOTS, Follows, Message};
 
@@ -59,13 +62,23 @@ impl StoreLimits {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
     BadName,
-    TooLarge { limit: usize },
-    TooManyMailboxes { limit: usize },
-    TooManySubscribers { limit: usize },
-    OutOfMemory { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
+    TooManyMailboxes {
+        limit: usize,
+    },
+    TooManySubscribers {
+        limit: usize,
+    },
+    OutOfMemory {
+        limit: usize,
+    },
+    /// The disk store could not write or fsync its log; the text says why.
+    Disk(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -92,6 +105,7 @@ impl std::fmt::Display for StoreError {
                 f,
                 "retained messages would exceed mailbox.max-memory ({limit} bytes)"
             ),
+            StoreError::Disk(why) => write!(f, "disk store: {why}"),
         }
     }
 }
@@ -120,6 +134,10 @@ pub struct Published {
     pub message: Arc<Message>,
     pub workers: u64,
     pub receivers: u64,
+    /// The reply waits for this ticket: the disk store with
+    /// `store-fsync = "always"` answers once the message is on disk. The
+    /// message is announced at once all the same.
+    pub wait: Option<Ticket>,
 }
 
 /// When a subscriber wants to be registered for live messages.
@@ -150,6 +168,10 @@ pub struct Attach {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ticket(pub u64);
 
+/// A store's late answer to a publish: its ticket, and PUBLISH's count or
+/// why it failed.
+pub type PublishDone = (Ticket, Result<u64, StoreError>);
+
 /// An answer now, or a promise of one: the completion arrives on the
 /// worker's inbox with the same ticket.
 #[derive(Debug)]
@@ -162,6 +184,8 @@ pub enum Answer<T> {
 pub enum Store {
     /// In memory, in this process (the default).
     Local(LocalStore),
+    /// In memory, with a log on disk (`mailbox.store = "disk"`).
+    Disk(DiskStore),
 }
 
 impl Store {
@@ -169,51 +193,53 @@ impl Store {
         Store::Local(LocalStore::new(limits, workers))
     }
 
-    pub fn limits(&self) -> &StoreLimits {
+    /// The in-memory store that serves reads (for the disk store too).
+    fn serving(&self) -> &LocalStore {
         match self {
-            Store::Local(s) => s.limits(),
+            Store::Local(s) => s,
+            Store::Disk(d) => d.local(),
         }
     }
 
+    pub fn limits(&self) -> &StoreLimits {
+        self.serving().limits()
+    }
+
     pub fn stats(&self) -> &StoreStats {
-        match self {
-            Store::Local(s) => &s.stats,
-        }
+        &self.serving().stats
     }
 
     /// Mailboxes that hold (or held) mail; waiting subscribers of empty
     /// mailboxes are not counted here.
     pub fn mailbox_count(&self) -> usize {
-        match self {
-            Store::Local(s) => s.mailbox_count(),
-        }
+        self.serving().mailbox_count()
     }
 
     /// Payload bytes retained.
     pub fn retained_bytes(&self) -> usize {
-        match self {
-            Store::Local(s) => s.retained_bytes(),
-        }
+        self.serving().retained_bytes()
     }
 
     /// Payload plus cached encodings: what `mailbox.max-memory` caps.
     pub fn memory_used(&self) -> usize {
-        match self {
-            Store::Local(s) => s.memory_used(),
-        }
+        self.serving().memory_used()
     }
 
-    /// Stores a message. (A remote store will answer this later too; the
-    /// backend connection then keeps its replies in order with a queue of
-    /// reply slots. The local store answers at once.)
+    /// Stores a message published on `worker`. The answer may be a
+    /// promise (a remote store), or ready with a ticket for the reply to
+    /// wait on ([`Published::wait`]); either way the completion reaches
+    /// `worker` as `ToWorker::Published`, and the backend connection keeps
+    /// its replies in order with a queue of reply slots.
     pub fn publish(
         &self,
         name: &[u8],
         payload: Vec<u8>,
         now: Instant,
-    ) -> Result<Published, StoreError> {
+        worker: usize,
+    ) -> Answer<Result<Published, StoreError>> {
         match self {
-            Store::Local(s) => s.publish(name, payload, now),
+            Store::Local(s) => Answer::Ready(s.publish(name, payload, now)),
+            Store::Disk(d) => Answer::Ready(d.publish(name, payload, now, worker)),
         }
     }
 
@@ -227,9 +253,7 @@ impl Store {
         register: Register,
         now: Instant,
     ) -> Answer<Result<Attach, StoreError>> {
-        match self {
-            Store::Local(s) => Answer::Ready(s.attach(name, since, worker, register, now)),
-        }
+        Answer::Ready(self.serving().attach(name, since, worker, register, now))
     }
 
     /// Everything after `since`, and whether it lost something: the slow
@@ -241,52 +265,58 @@ impl Store {
         since: &Cursor,
         now: Instant,
     ) -> (Vec<Arc<Message>>, bool) {
-        match self {
-            Store::Local(s) => s.read_after(name, since, now),
-        }
+        self.serving().read_after(name, since, now)
     }
 
     /// The mailbox's current position (where a reader stands with nothing
     /// retained).
     pub fn position(&self, name: &str, now: Instant) -> Cursor {
-        match self {
-            Store::Local(s) => s.position(name, now),
-        }
+        self.serving().position(name, now)
     }
 
     /// Forgets `count` subscribers of `name` on `worker`.
     pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) {
-        match self {
-            Store::Local(s) => s.detach(name, worker, count, now),
-        }
+        self.serving().detach(name, worker, count, now)
     }
 
     /// DEL. Returns whether the mailbox existed.
     pub fn delete(&self, name: &[u8], now: Instant) -> bool {
         match self {
             Store::Local(s) => s.delete(name, now),
+            Store::Disk(d) => d.delete(name, now),
+        }
+    }
+
+    /// At shutdown, after the workers stopped: the disk store writes and
+    /// fsyncs what is left and marks its directory clean.
+    pub fn close(&self) {
+        match self {
+            Store::Local(_) => {}
+            Store::Disk(d) => d.close(),
+        }
+    }
+
+    /// INFO's `# Store` lines: which store, and the disk store's log.
+    pub fn write_info(&self, out: &mut String) {
+        match self {
+            Store::Local(_) => out.push_str("store:memory\r\n"),
+            Store::Disk(d) => d.write_info(out),
         }
     }
 
     pub fn subscriber_count(&self, name: &[u8]) -> u64 {
-        match self {
-            Store::Local(s) => s.subscriber_count(name),
-        }
+        self.serving().subscriber_count(name)
     }
 
     /// Names of mailboxes with subscribers right now.
     pub fn active_names(&self) -> Vec<Arc<str>> {
-        match self {
-            Store::Local(s) => s.active_names(),
-        }
+        self.serving().active_names()
     }
 
     /// Expiry, forgetting idle mailboxes, and the memory cap. About once a
     /// second, off the workers.
     pub fn sweep(&self, now: Instant) {
-        match self {
-            Store::Local(s) => s.sweep(now),
-        }
+        self.serving().sweep(now)
     }
 }
 

@@ -18,6 +18,7 @@ pub use glob::Glob;
 pub use introspect::REDIS_VERSION;
 
 use super::resp;
+use crate::store::Ticket;
 
 /// Longest command name or argument text echoed in an error, as Redis.
 const ECHO_MAX: usize = 128;
@@ -25,8 +26,9 @@ const ECHO_MAX: usize = 128;
 /// The gateway as the commands see it. The reactor implements it over the
 /// mailbox store; tests use a fake.
 pub trait Hub {
-    /// Stores and delivers a message; Ok(receivers it was handed to now).
-    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<u64, HubError>;
+    /// Stores and delivers a message: the receivers it was handed to, now
+    /// or once the store has answered.
+    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<Publish, HubError>;
     fn numsub(&mut self, mailbox: &[u8]) -> u64;
     /// Names of mailboxes with subscribers. PUBSUB CHANNELS filters them by
     /// its pattern itself, so the hub never runs a glob under a lock.
@@ -44,6 +46,16 @@ pub trait Hub {
     fn uptime_secs(&self) -> Option<u64> {
         None
     }
+}
+
+/// PUBLISH's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// The receiver count, to reply with now.
+    Now(u64),
+    /// The store answers later (the disk store's fsync, a remote store):
+    /// the reply holds its place until the ticket's completion arrives.
+    Later(Ticket),
 }
 
 /// Why a publish was refused; the text is the message after `-ERR `.
@@ -87,6 +99,9 @@ pub enum After {
     Continue,
     /// Close once the reply is flushed (QUIT).
     Close,
+    /// No reply yet: the connection keeps a slot for it, and the replies
+    /// to later commands queue behind it, until `Ticket` completes.
+    Wait(Ticket),
 }
 
 /// The commands we run. Containers (CLIENT, COMMAND, PUBSUB) resolve to one
@@ -343,7 +358,7 @@ pub fn execute<H: Hub>(
     // Arity is checked, so the arguments indexed below are there.
     let proto = session.proto;
     match cmd {
-        Cmd::Publish => pubsub::publish(args[1], args[2], hub, out),
+        Cmd::Publish => return pubsub::publish(args[1], args[2], hub, out),
         Cmd::Ping => connection::ping(args, spec.name, out),
         Cmd::Echo => resp::bulk(out, args[1]),
         Cmd::Quit => {

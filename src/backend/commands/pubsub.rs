@@ -2,7 +2,7 @@
 //! PUBSUB introspection, and answers for SUBSCRIBE and friends, which
 //! cometbox serves over HTTP instead.
 
-use super::{Glob, Hub, HubError, count};
+use super::{After, Glob, Hub, HubError, Publish, count};
 use crate::backend::resp;
 
 /// Longest PUBSUB CHANNELS pattern. Matching costs pattern × name per
@@ -12,13 +12,20 @@ use crate::backend::resp;
 /// 1,000 KiB `*[xxx…` once stalled the store for 34 s).
 pub const MAX_PATTERN_LEN: usize = 1024;
 
-pub(super) fn publish<H: Hub>(mailbox: &[u8], payload: &[u8], hub: &mut H, out: &mut Vec<u8>) {
+pub(super) fn publish<H: Hub>(
+    mailbox: &[u8],
+    payload: &[u8],
+    hub: &mut H,
+    out: &mut Vec<u8>,
+) -> After {
     match hub.publish(mailbox, payload.to_vec()) {
-        Ok(receivers) => count(out, receivers),
+        Ok(Publish::Now(receivers)) => count(out, receivers),
+        Ok(Publish::Later(ticket)) => return After::Wait(ticket),
         Err(HubError::BadName(text) | HubError::TooLarge(text) | HubError::Full(text)) => {
             resp::error(out, &format!("ERR {text}"))
         }
     }
+    After::Continue
 }
 
 /// `DEL mailbox…`: the number that existed.

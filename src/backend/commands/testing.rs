@@ -15,7 +15,7 @@ pub struct FakeHub {
 }
 
 impl Hub for FakeHub {
-    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<u64, HubError> {
+    fn publish(&mut self, mailbox: &[u8], payload: Vec<u8>) -> Result<Publish, HubError> {
         if mailbox.is_empty() || mailbox.contains(&b' ') {
             return Err(HubError::BadName("invalid mailbox name".into()));
         }
@@ -25,7 +25,9 @@ impl Hub for FakeHub {
             ));
         }
         self.published.push((mailbox.to_vec(), payload));
-        Ok(self.mailboxes.get(mailbox).copied().unwrap_or(0))
+        Ok(Publish::Now(
+            self.mailboxes.get(mailbox).copied().unwrap_or(0),
+        ))
     }
 
     fn numsub(&mut self, mailbox: &[u8]) -> u64 {
