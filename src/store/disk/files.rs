@@ -38,6 +38,9 @@ impl Dir {
                 _ => format!("cannot lock mailbox.store-dir {shown}: {e}"),
             });
         }
+        // A compaction cut short by a crash; the log it was to replace is
+        // whole.
+        let _ = std::fs::remove_file(path.join("log.compact"));
         Ok(Dir {
             path: path.to_path_buf(),
             _lock: lock,

@@ -94,29 +94,38 @@ impl DiskStore {
         let started = Instant::now();
         let dir_lock = files::Dir::open(dir)?;
         let clean = dir_lock.was_clean();
+        // Before anything is changed: a crash from here on, even during
+        // the replay, must be noticed by the next start.
+        dir_lock
+            .mark_running()
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         let clock = Clock::now();
         let now = Instant::now();
         let replayed = replay::replay(&dir_lock.log_path(), limits, workers, &clock, now)?;
+        let replay_ms = started.elapsed().as_millis();
         let local = Arc::new(replayed.local);
         let mut file =
             log::open_for_append(&dir_lock, &local, replayed.valid_len, replayed.existed)?;
-        if replayed.existed && !clean {
-            // Whatever was lost, its ids must never be given again.
+        if replayed.existed && (!clean || replayed.damaged || replayed.cut) {
+            // Something may be lost: its ids must never be given again.
             let moved = local.continue_all();
             log::append_states(&mut file, &moved)
                 .map_err(|e| format!("cannot write the disk store's log: {e}"))?;
+            let why = if clean {
+                "lost records"
+            } else {
+                "was not shut down cleanly"
+            };
             ::log::warn!(
-                "the disk store in {} was not shut down cleanly: {} mailboxes continue in a new \
-                 generation (cursors past what survived are told `missed`)",
+                "the disk store in {} {why}: {} mailboxes continue in a new generation \
+                 (cursors past what survived are told `missed`)",
                 dir.display(),
                 moved.len()
             );
         }
-        dir_lock
-            .mark_running()
-            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         ::log::info!(
-            "disk store {}: {} records replayed, {} mailboxes, {} bytes retained, in {} ms (fsync {})",
+            "disk store {}: {} records replayed, {} mailboxes, {} bytes retained, in {} ms \
+             (the replay {replay_ms} ms; fsync {})",
             dir.display(),
             replayed.records,
             local.mailbox_count(),

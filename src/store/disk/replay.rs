@@ -32,6 +32,8 @@ pub(crate) struct Replayed {
     pub existed: bool,
     /// Something was skipped: rewrite the log.
     pub damaged: bool,
+    /// A torn tail was cut off.
+    pub cut: bool,
     pub records: u64,
 }
 
@@ -138,6 +140,7 @@ pub(crate) fn replay(
                 valid_len: 0,
                 existed: false,
                 damaged: false,
+                cut: false,
                 records: 0,
             });
         }
@@ -204,6 +207,7 @@ pub(crate) fn replay(
                         valid_len: at,
                         existed: true,
                         damaged,
+                        cut: true,
                         records,
                     });
                 }
@@ -215,6 +219,7 @@ pub(crate) fn replay(
         valid_len: reader.offset(),
         existed: true,
         damaged,
+        cut: false,
         records,
     })
 }
