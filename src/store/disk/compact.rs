@@ -1,24 +1,33 @@
 //! Compaction: the log rewritten from what the store retains, so the
 //! directory stays a small multiple of the retained bytes however many
-//! messages pass through (Redis' AOF rewrite, in the writer thread).
+//! messages pass through (Redis' AOF rewrite).
 //!
-//! The snapshot locks each shard only while it clones the pointers to its
-//! messages, so workers wait at most that long. Records that workers sent
-//! before a shard's snapshot may still be queued for the writer; they are
-//! already in the new log. The [`Filter`] recognises them: a mailbox's
-//! records reach the queue in (generation, seq) order, under the same lock
-//! as the snapshot, so a record is in the snapshot exactly when it is not
-//! newer than the mailbox's state there.
+//! The writer takes a snapshot: each shard is locked only while the
+//! pointers to its messages are cloned, so workers wait at most that long.
+//! A thread of its own writes the snapshot to `log.compact` and fsyncs it,
+//! while the writer goes on appending to the old log (so fsync policies and
+//! replies are not held up) and keeps a copy of each record that is newer
+//! than the snapshot. When the thread is done, the writer appends that
+//! tail, fsyncs, and renames the new log over the old one.
+//!
+//! Records that workers sent before a shard's snapshot may still be queued
+//! for the writer; they are in the snapshot already. The [`Filter`]
+//! recognises them: a mailbox's records reach the queue in (generation,
+//! seq) order, under the same lock as the snapshot, so a record is in the
+//! snapshot exactly when it is not newer than the mailbox's state there.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use ::log::{error, info};
 
+use super::Clock;
 use super::log::{Writer, encode_message, encode_state};
 use super::record::{self, Record};
 use crate::store::local::{MailboxImage, SHARDS};
@@ -29,10 +38,10 @@ const MIN_BYTES: u64 = 1 << 20;
 
 /// Compact when the log has grown to this many times its compacted size,
 /// so the directory holds at most about twice the retained bytes (three
-/// times for the moment a compaction is being written).
+/// times while a compaction is being written).
 const GROWTH: u64 = 2;
 
-/// Records the last compaction already wrote.
+/// Records the last snapshot already holds.
 pub(crate) struct Filter {
     /// Each mailbox's (generation, last seq) in the snapshot.
     marks: HashMap<Arc<str>, (u64, u64)>,
@@ -41,8 +50,8 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    /// Whether the record of `mailbox` at (generation, seq) is in the new
-    /// log already. A DEL counts as seq 0 of its new generation.
+    /// Whether the record of `mailbox` at (generation, seq) is in the
+    /// snapshot. A DEL counts as seq 0 of its new generation.
     pub(crate) fn written(&mut self, mailbox: &str, generation: u64, seq: u64) -> bool {
         self.left = self.left.saturating_sub(1);
         self.marks
@@ -55,23 +64,86 @@ impl Filter {
     }
 }
 
+/// A compaction being written by its thread.
+pub(crate) struct Running {
+    thread: JoinHandle<io::Result<u64>>,
+    /// Records newer than the snapshot, to append to the new log.
+    pub(crate) tail: Vec<u8>,
+    started: Instant,
+    before: u64,
+}
+
 impl Writer {
     pub(super) fn should_compact(&self) -> bool {
-        self.compact_now || self.size >= MIN_BYTES.max(self.compacted_size * GROWTH)
+        self.running.is_none()
+            && (self.compact_now || self.size >= MIN_BYTES.max(self.compacted_size * GROWTH))
     }
 
+    /// Takes the snapshot and starts the thread that writes it.
     pub(super) fn compact(&mut self) {
-        let started = Instant::now();
-        let before = self.size;
-        match self.rewrite() {
+        self.compact_now = false;
+        let now = Instant::now();
+        let mut images: Vec<MailboxImage> = Vec::new();
+        for shard in 0..SHARDS {
+            self.local.snapshot_shard(shard, now, &mut images);
+        }
+        let head = (self.local.epoch(), self.local.next_generation());
+        self.filter = Some(Filter {
+            marks: images
+                .iter()
+                .map(|m| (m.name.clone(), (m.generation, m.last_seq)))
+                .collect(),
+            left: self.rx.len(),
+        });
+        let (path, clock) = (self.dir.compact_path(), self.clock);
+        let thread = std::thread::Builder::new()
+            .name("store-compact".into())
+            .spawn(move || write_snapshot(path, head, &images, &clock));
+        match thread {
+            Ok(thread) => {
+                self.running = Some(Running {
+                    thread,
+                    tail: Vec::new(),
+                    started: now,
+                    before: self.size,
+                })
+            }
+            Err(e) => {
+                self.filter = None;
+                self.compacted_size = self.size;
+                error!("disk store: cannot start a compaction: {e}");
+            }
+        }
+    }
+
+    /// Once the thread is done: the tail after the snapshot, fsync, and
+    /// the new log in the old one's place. `wait` joins a running one.
+    pub(super) fn finish_compaction(&mut self, wait: bool) {
+        if !wait
+            && !self
+                .running
+                .as_ref()
+                .is_some_and(|r| r.thread.is_finished())
+        {
+            return;
+        }
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let took = running.started.elapsed();
+        let written = running
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the compaction thread panicked")));
+        match written.and_then(|size| self.swap(size, &running.tail)) {
             Ok(()) => {
                 self.stats.compactions.fetch_add(1, Ordering::Relaxed);
                 info!(
-                    "disk store: compacted the log from {before} to {} bytes in {} ms",
+                    "disk store: compacted the log from {} to {} bytes in {} ms",
+                    running.before,
                     self.size,
-                    started.elapsed().as_millis()
+                    took.as_millis()
                 );
-                self.warn_slow("compaction", started.elapsed());
             }
             Err(e) => {
                 error!("disk store: compaction failed: {e}; the log keeps growing until it works");
@@ -80,59 +152,62 @@ impl Writer {
                 self.compacted_size = self.size;
             }
         }
-        self.compact_now = false;
+        if self.filter.as_ref().is_some_and(Filter::done) {
+            self.filter = None;
+        }
     }
 
-    fn rewrite(&mut self) -> io::Result<()> {
-        let now = Instant::now();
-        let mut images: Vec<MailboxImage> = Vec::new();
-        for shard in 0..SHARDS {
-            self.local.snapshot_shard(shard, now, &mut images);
-        }
+    fn swap(&mut self, snapshot: u64, tail: &[u8]) -> io::Result<()> {
         let path = self.dir.compact_path();
-        let mut out = File::create(&path)?;
-        let mut buf = Vec::with_capacity(1 << 20);
-        record::encode(
-            &Record::Head {
-                store: self.local.epoch(),
-                next_generation: self.local.next_generation(),
-            },
-            &mut buf,
-        );
-        let mut size = 0u64;
-        for image in &images {
-            encode_state(image, image.before, &mut buf);
-            for message in &image.messages {
-                encode_message(message, &self.clock, &mut buf);
-            }
-            if buf.len() >= 1 << 20 {
-                out.write_all(&buf)?;
-                size += buf.len() as u64;
-                buf.clear();
-            }
-        }
-        out.write_all(&buf)?;
-        size += buf.len() as u64;
-        out.sync_all()?;
-        drop(out);
+        let mut file = OpenOptions::new().append(true).open(&path)?;
+        file.write_all(tail)?;
+        file.sync_data()?;
         std::fs::rename(&path, self.dir.log_path())?;
         self.dir.sync()?;
-        self.file = OpenOptions::new().append(true).open(self.dir.log_path())?;
-        self.size = size;
-        self.compacted_size = size;
+        self.file = file;
+        self.size = snapshot + tail.len() as u64;
+        // What is retained, not the tail: most of that is dead by now when
+        // publishes are fast, and the next compaction should come soon.
+        self.compacted_size = snapshot;
         self.dirty = false;
-        self.stats.log_bytes.store(size, Ordering::Relaxed);
-        let marks = images
-            .into_iter()
-            .map(|m| (m.name, (m.generation, m.last_seq)))
-            .collect();
-        self.filter = Some(Filter {
-            marks,
-            left: self.rx.len(),
-        })
-        .filter(|f| !f.done());
+        self.stats.log_bytes.store(self.size, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// The compaction thread: a head, then per mailbox its state and its
+/// retained messages, fsynced. Returns the bytes written.
+fn write_snapshot(
+    path: PathBuf,
+    (store, next_generation): (u64, u64),
+    images: &[MailboxImage],
+    clock: &Clock,
+) -> io::Result<u64> {
+    let mut out = File::create(&path)?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    record::encode(
+        &Record::Head {
+            store,
+            next_generation,
+        },
+        &mut buf,
+    );
+    let mut size = 0u64;
+    for image in images {
+        encode_state(image, image.before, &mut buf);
+        for message in &image.messages {
+            encode_message(message, clock, &mut buf);
+        }
+        if buf.len() >= 1 << 20 {
+            out.write_all(&buf)?;
+            size += buf.len() as u64;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)?;
+    size += buf.len() as u64;
+    out.sync_all()?;
+    Ok(size)
 }
 
 #[cfg(test)]

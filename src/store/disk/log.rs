@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ::log::{error, info, warn};
+use ::log::{error, info};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::compact::Filter;
+use super::compact::{Filter, Running};
 use super::files::Dir;
 use super::record::{self, Record};
 use super::{Clock, Completions};
@@ -28,6 +28,9 @@ const BATCH_BYTES: usize = 4 << 20;
 
 /// `everysec`: fsync when the last one is this old.
 const EVERY: Duration = Duration::from_secs(1);
+
+/// While a compaction runs, how often the writer looks whether it is done.
+const COMPACTION_POLL: Duration = Duration::from_millis(20);
 
 /// What the writer is sent.
 pub(crate) enum Op {
@@ -75,8 +78,10 @@ pub(crate) struct Writer {
     /// Bytes in the log, and what it held after the last compaction.
     pub(super) size: u64,
     pub(super) compacted_size: u64,
-    /// Records the last compaction already wrote (see `compact`).
+    /// Records the last snapshot holds (see `compact`).
     pub(super) filter: Option<Filter>,
+    /// A compaction being written by its thread.
+    pub(super) running: Option<Running>,
     /// The log is damaged (replay skipped something): rewrite it soon.
     pub(super) compact_now: bool,
     /// Why the last write failed, while it keeps failing (logged once).
@@ -186,6 +191,7 @@ impl Writer {
             size,
             compacted_size: size,
             filter: None,
+            running: None,
             compact_now: damaged,
             failing: None,
         })
@@ -196,13 +202,18 @@ impl Writer {
             self.compact(); // a damaged log: rewrite it before it grows
         }
         loop {
-            let first = match self.rx.recv_timeout(EVERY) {
+            let wait = match self.running {
+                Some(_) => COMPACTION_POLL,
+                None => EVERY,
+            };
+            let first = match self.rx.recv_timeout(wait) {
                 Ok(op) => Some(op),
                 Err(RecvTimeoutError::Timeout) => None,
                 // The store was dropped without close: keep what we hold,
                 // leave the directory unclean.
                 Err(RecvTimeoutError::Disconnected) => {
                     self.commit(true);
+                    self.finish_compaction(true);
                     return;
                 }
             };
@@ -222,6 +233,12 @@ impl Writer {
                 let _ = done.send(());
             }
             if let Some(done) = close {
+                self.finish_compaction(true);
+                // Leave the directory small at rest, as it is kept running.
+                if self.should_compact() {
+                    self.compact();
+                    self.finish_compaction(true);
+                }
                 if let Err(e) = self.dir.mark_clean() {
                     error!(
                         "cannot mark the disk store clean: {e}; the next start will treat it as a crash"
@@ -230,6 +247,7 @@ impl Writer {
                 let _ = done.send(());
                 return;
             }
+            self.finish_compaction(false);
             if self.should_compact() {
                 self.compact();
             }
@@ -237,37 +255,51 @@ impl Writer {
     }
 
     fn take(&mut self, op: Op, answers: &mut Vec<Sender<()>>, close: &mut Option<Sender<()>>) {
-        let written = |filter: &mut Option<Filter>, name: &str, generation, seq| {
-            let Some(f) = filter.as_mut() else {
-                return false;
-            };
-            let written = f.written(name, generation, seq);
-            if f.done() {
-                *filter = None;
-            }
-            written
-        };
         match op {
             Op::Publish(message, ack) => {
                 let (generation, seq) = (message.cursor.generation, message.seq());
-                if !written(&mut self.filter, &message.mailbox, generation, seq) {
-                    encode_message(&message, &self.clock, &mut self.buf);
-                }
+                let seen = self.in_snapshot(&message.mailbox, generation, seq);
+                let clock = self.clock;
+                self.append(seen, |buf| encode_message(&message, &clock, buf));
                 self.acks.extend(ack);
             }
             Op::Delete(mailbox, generation) => {
-                if !written(&mut self.filter, &mailbox, generation, 0) {
-                    record::encode(
-                        &Record::Delete {
-                            mailbox: &mailbox,
-                            generation,
-                        },
-                        &mut self.buf,
-                    );
-                }
+                let seen = self.in_snapshot(&mailbox, generation, 0);
+                let record = Record::Delete {
+                    mailbox: &mailbox,
+                    generation,
+                };
+                self.append(seen, |buf| record::encode(&record, buf));
             }
             Op::Sync(done) => answers.push(done),
             Op::Close(done) => *close = Some(done),
+        }
+    }
+
+    /// Whether the last compaction's snapshot holds this record already.
+    fn in_snapshot(&mut self, mailbox: &str, generation: u64, seq: u64) -> bool {
+        let Some(filter) = self.filter.as_mut() else {
+            return false;
+        };
+        let seen = filter.written(mailbox, generation, seq);
+        if filter.done() {
+            self.filter = None;
+        }
+        seen
+    }
+
+    /// Encodes a record into the batch. While a compaction runs the old log
+    /// still gets every record (it must stay whole until the swap), and the
+    /// compaction's tail those its snapshot lacks; after the swap, what the
+    /// snapshot holds is not written again.
+    fn append(&mut self, in_snapshot: bool, encode: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        encode(&mut self.buf);
+        match self.running.as_mut() {
+            Some(running) if !in_snapshot => running.tail.extend_from_slice(&self.buf[start..]),
+            Some(_) => {}
+            None if in_snapshot => self.buf.truncate(start),
+            None => {}
         }
     }
 
@@ -339,12 +371,6 @@ impl Writer {
                 done.push((next.ticket, reply(&result, next.receivers)));
             }
             self.completions.published(worker, done);
-        }
-    }
-
-    pub(super) fn warn_slow(&self, what: &str, took: Duration) {
-        if took > Duration::from_secs(1) {
-            warn!("disk store: {what} took {} ms", took.as_millis());
         }
     }
 }
