@@ -220,6 +220,42 @@ fn sigkill_with_always_loses_no_acknowledged_message() {
     assert!(gw.log().contains("not shut down cleanly"), "{}", gw.log());
 }
 
+/// With `always` a publish is announced by the store's writer after the
+/// fsync (the late-reply path cluster mode uses too), not by the worker:
+/// waiting subscribers on every worker still get it, once each, and the
+/// reply counts them.
+#[test]
+fn always_delivers_to_waiting_subscribers_on_every_worker_after_the_fsync() {
+    let site = Site::new();
+    let gw = site.start("mailbox.store-fsync = \"always\"\nmailbox.poll-timeout = 10");
+    // Long-polls on several connections, so both workers hold some.
+    let waiting: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                s.write_all(b"GET /mailbox/live HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                read_response(&mut BufReader::new(s))
+                    .expect("a response")
+                    .json()
+            })
+        })
+        .collect();
+    gw.wait_subscribers("live", 6);
+    assert_eq!(gw.publish("live", b"on disk first"), 6);
+    for poll in waiting {
+        let body = poll.join().unwrap();
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 1, "{body}");
+        assert_eq!(messages[0]["data"], "on disk first");
+        assert_ne!(body["missed"], true, "{body}");
+    }
+    let (messages, _, _) = poll(&gw, "live", None);
+    assert_eq!(messages.len(), 1, "stored once");
+}
+
 #[test]
 fn sigkill_in_a_pipelined_flood_with_everysec_leaves_a_clean_prefix() {
     let site = Site::new();
@@ -464,4 +500,27 @@ fn an_unusable_store_dir_is_a_clear_error_at_start_and_under_t() {
         let err = Gateway::start_with(run, config).err().expect("refused");
         assert!(err.contains("mailbox.store-dir"), "{err}");
     }
+}
+
+/// The disk store is for one gateway; a cluster keeps its mail in Redis.
+#[test]
+fn the_disk_store_with_cluster_redis_is_refused_at_start_and_under_t() {
+    let site = Site::new();
+    let run = tempfile::tempdir().unwrap();
+    let config = site.config(run.path(), "cluster.redis = \"redis://127.0.0.1:1\"");
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("mailbox.store") && said.contains("cluster.redis"),
+        "{said}"
+    );
+    let err = Gateway::start_with(run, config).err().expect("refused");
+    assert!(err.contains("cannot be combined"), "{err}");
+    assert!(!site.store().exists(), "nothing was created");
 }
