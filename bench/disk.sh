@@ -12,7 +12,7 @@
 #   bench/disk.sh --quick    a tenth of them
 #   MODES="memory everysec" REPEAT=3 RESTARTS= bench/disk.sh
 #       alternate the stores three times (this machine is shared: compare
-#       within a run), no restart measurements
+#       within a run), no restart measurements; PORT=18181 for another HTTP port
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -26,6 +26,7 @@ else
     TP_BOXES=1000 TP_MSGS=200000 PUB_MSGS=200000 RESTARTS=${RESTARTS-"100000 1000000"}
 fi
 MODES=${MODES:-memory no everysec always}
+PORT=${PORT:-18080} # another on this machine may hold the default
 REPEAT=${REPEAT:-1}
 ulimit -n "$(ulimit -Hn)"
 
@@ -67,7 +68,7 @@ mailbox.store-fsync = \"$mode\""
     [ "$mode" = memory ] && store='mailbox.store = "memory"'
     cat >"$work/cometbox.conf" <<CONF
 server.bind = "127.0.0.1"
-server.port = 18080
+server.port = $PORT
 server.workers = 2
 server.max-connections = 15000
 mailbox.backend-socket = "$work/cometbox.sock"
@@ -94,7 +95,7 @@ run() { # mode scenario args...
     local mode=$1 scenario=$2
     shift 2
     echo "== $mode $scenario $*" >&2
-    timeout 300 "$bench" "$scenario" --target cometbox --http 127.0.0.1:18080 \
+    timeout 300 "$bench" "$scenario" --target cometbox --http 127.0.0.1:$PORT \
         --publish "$work/cometbox.sock" --pid "$pid" "$@" |
         sed "s/^{/{\"store\":\"$mode\",/" >>"$out/results.jsonl"
     tail -n 1 "$out/results.jsonl" >&2
