@@ -8,6 +8,7 @@
 //! `bench/run.sh` starts the servers and runs everything; `report` turns the
 //! JSON lines into the markdown table.
 
+mod acks;
 mod bayeux;
 mod http;
 mod procstat;
@@ -27,8 +28,10 @@ const USAGE: &str = "usage:
   cometbox-bench SCENARIO --target cometbox|nchan|pushpin|floor --http ADDR --publish SPEC --pid PID
         [--n N] [--messages M] [--batch B (publishes in flight)] [--rate MSGS_PER_S]
         [--http2 ADDR --pid2 PID (a second gateway of a cluster: SSE subscribers alternate)]
+        [--size BYTES] [--connections C]   (publish: payload size, publishing connections)
       SCENARIO: idle-sse | idle-longpoll | fanout | throughput | throughput-paced | longpoll | connect
               | fanout-longpoll | fanout-bayeux-longpoll | fanout-bayeux-websocket (cometbox only)
+              | publish (no subscribers: acknowledged publishes/s and reply latency)
       SPEC: a Unix socket path (cometbox's RESP socket, the floor's control socket)
             or host:port (nchan's HTTP publisher, Pushpin's publish endpoint)
   cometbox-bench floor --port P --control PATH     a server that only writes (the fan-out floor)
@@ -856,6 +859,7 @@ fn main() {
         | "throughput-paced"
         | "longpoll"
         | "connect"
+        | "publish"
         | "fanout-longpoll"
         | "fanout-bayeux-longpoll"
         | "fanout-bayeux-websocket" => {
@@ -911,6 +915,17 @@ fn main() {
                     "fanout-bayeux-websocket" => fanout(t.clone(), &a, Sub::BayeuxWs).await,
                     "throughput" | "throughput-paced" => throughput(t.clone(), &a).await,
                     "longpoll" => longpoll(t.clone(), &a).await,
+                    "publish" => {
+                        let num = |name| arg(&args, name).and_then(|v| v.parse().ok());
+                        let (size, conns) = (num("--size").unwrap_or(0), num("--connections"));
+                        let t = t.clone();
+                        let a = Args { ..a };
+                        tokio::task::spawn_blocking(move || {
+                            acks::publish_only(t, &a, size, conns.unwrap_or(1))
+                        })
+                        .await
+                        .expect("the publish scenario")
+                    }
                     _ => connect(t.clone(), &a).await,
                 }
             });

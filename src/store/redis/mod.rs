@@ -21,22 +21,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::{
-    Answer, Attach, Cursor, LocalStore, Message, Published, Register, StoreError, StoreLimits,
+    Answer, Attach, Cursor, LocalStore, Outlet, Published, Register, StoreError, StoreLimits,
     Ticket, is_valid_name,
 };
 use crate::config::{ClusterConfig, RedisAddr};
 pub use script::Names;
-
-/// How the Redis threads hand results to workers (implemented over the
-/// workers' inboxes in `shared`, so the store needs nothing of them).
-pub trait Outlet: Send + Sync {
-    /// New messages for subscribers on `worker`.
-    fn deliver(&self, worker: usize, messages: Vec<Arc<Message>>);
-    /// The answer to an attach that was `Pending`.
-    fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>);
-    /// Answers to PUBLISH and DEL that were `Pending`.
-    fn completed(&self, worker: usize, done: Vec<(Ticket, Result<u64, StoreError>)>);
-}
 
 /// What the client thread takes.
 enum Event {
