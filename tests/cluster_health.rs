@@ -5,8 +5,10 @@ mod common;
 
 use common::redis::Redis;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -218,5 +220,116 @@ fn a_redis_that_stops_answering_without_closing_anything_is_reported_too() {
     unsafe { libc::kill(redis.pid(), libc::SIGCONT) };
     let reason = down["reason"].as_str().unwrap();
     assert!(reason.starts_with("redis "), "{reason}");
+    health_becomes(addr, 200);
+}
+
+/// A TCP proxy in front of Redis that can make subscriptions deaf: while
+/// `deaf` is set, every SUBSCRIBE connection through it still gets its
+/// other replies (PONG too) but loses every pushed `message`, the silent
+/// loss a connection that looks healthy can suffer after a failover.
+struct DeafeningProxy {
+    port: u16,
+    deaf: Arc<AtomicBool>,
+}
+
+impl DeafeningProxy {
+    fn start(redis_port: u16) -> DeafeningProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let deaf = Arc::new(AtomicBool::new(false));
+        let flag = deaf.clone();
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    continue;
+                };
+                let flag = flag.clone();
+                thread::spawn(move || Self::relay(client, server, flag));
+            }
+        });
+        DeafeningProxy { port, deaf }
+    }
+
+    fn relay(mut client: TcpStream, mut server: TcpStream, deaf: Arc<AtomicBool>) {
+        // The gateway's first words say which connection this is.
+        let mut first = vec![0; 64 * 1024];
+        let Ok(n) = client.read(&mut first) else {
+            return;
+        };
+        let subscription = String::from_utf8_lossy(&first[..n]).contains("SUBSCRIBE");
+        if server.write_all(&first[..n]).is_err() {
+            return;
+        }
+        let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut c_in, &mut s_out);
+            let _ = s_out.shutdown(std::net::Shutdown::Both);
+        });
+        if !subscription {
+            let _ = std::io::copy(&mut server, &mut client);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        let mut from_redis = BufReader::new(server);
+        while let Ok(reply) = read_reply(&mut from_redis) {
+            let Reply::Array(parts) = &reply else {
+                continue;
+            };
+            let pushed = parts.first() == Some(&Reply::Bulk(Some(b"message".to_vec())));
+            if pushed && deaf.load(Ordering::Relaxed) {
+                continue;
+            }
+            let words: Vec<Vec<u8>> = parts
+                .iter()
+                .map(|p| match p {
+                    Reply::Bulk(Some(b)) => b.clone(),
+                    Reply::Int(i) => i.to_string().into_bytes(),
+                    other => panic!("unexpected in a push: {other:?}"),
+                })
+                .collect();
+            // Ints go back as bulk strings: the gateway reads neither.
+            let words: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+            if client.write_all(&encode_command(&words)).is_err() {
+                break;
+            }
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+#[test]
+fn a_subscription_that_answers_ping_but_delivers_nothing_is_reported_and_replaced() {
+    let redis = Redis::start();
+    let proxy = DeafeningProxy::start(redis.port);
+    let config = format!(
+        "cluster.redis = \"redis://127.0.0.1:{}\"\nmetrics.listen = \"127.0.0.1:0\"\n",
+        proxy.port
+    );
+    let gw = Gateway::start(&config);
+    let addr = metrics_addr(&gw);
+    health_becomes(addr, 200);
+
+    proxy.deaf.store(true, Ordering::Relaxed);
+    let down = health_becomes(addr, 503);
+    let reason = down["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("redis pub/sub not delivering (last probe seen "),
+        "{reason}"
+    );
+    // The node gives up on the deaf subscription and subscribes again.
+    let deadline = Instant::now() + PATIENCE;
+    let resubscribed = "cometbox_redis_reconnects_total{connection=\"subscription\"}";
+    while sample(&ops_get(addr, "/metrics").1, resubscribed) < 1.0 {
+        assert!(Instant::now() < deadline, "never subscribed again");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gw.log().contains("delivers nothing"), "{}", gw.log());
+    assert_eq!(
+        sample(&ops_get(addr, "/metrics").1, COMMAND_UP),
+        1.0,
+        "the command side was fine all along"
+    );
+
+    proxy.deaf.store(false, Ordering::Relaxed);
     health_becomes(addr, 200);
 }
