@@ -27,6 +27,22 @@ pub struct StoreNumbers {
     pub rejected: Vec<(&'static str, u64)>,
     /// Cluster mode only: the Redis connections and the pub/sub probe.
     pub redis: Option<RedisNumbers>,
+    /// Disk store only: its log and the writer thread.
+    pub disk: Option<DiskNumbers>,
+}
+
+/// The disk store's log, as its writer thread counts it.
+#[derive(Default, Debug, Clone)]
+pub struct DiskNumbers {
+    pub log_bytes: u64,
+    pub writes: u64,
+    pub fsyncs: u64,
+    pub compactions: u64,
+    pub write_errors: u64,
+    /// Publishes handed to the writer thread and not written yet.
+    pub queued: u64,
+    /// 1 while the last write to the log failed.
+    pub failing: bool,
 }
 
 /// Cluster mode's Redis side, as the store's probe reads it.
@@ -118,6 +134,9 @@ pub fn render(m: &Metrics, store: &StoreNumbers, process: &ProcessNumbers, out: 
     if let Some(r) = &store.redis {
         redis(w, r);
     }
+    if let Some(d) = &store.disk {
+        disk(w, d);
+    }
     latency(w, m);
 }
 
@@ -159,6 +178,51 @@ fn redis(w: &mut Writer<'_>, r: &RedisNumbers) {
         "gauge",
         "1 while GET /health would answer 200 as far as Redis goes: both connections up and the probe fresh.",
         u8::from(r.healthy),
+    );
+}
+
+fn disk(w: &mut Writer<'_>, d: &DiskNumbers) {
+    w.one(
+        "cometbox_disk_log_bytes",
+        "gauge",
+        "Size of the disk store's log files (the live log and any compaction in progress).",
+        d.log_bytes,
+    );
+    w.one(
+        "cometbox_disk_writes_total",
+        "counter",
+        "Batches written to the disk store's log.",
+        d.writes,
+    );
+    w.one(
+        "cometbox_disk_fsyncs_total",
+        "counter",
+        "fsync calls on the disk store's log (store-fsync decides how often).",
+        d.fsyncs,
+    );
+    w.one(
+        "cometbox_disk_compactions_total",
+        "counter",
+        "Rewrites of the log from what is retained.",
+        d.compactions,
+    );
+    w.one(
+        "cometbox_disk_write_errors_total",
+        "counter",
+        "Writes or fsyncs of the log that failed (disk full, I/O error).",
+        d.write_errors,
+    );
+    w.one(
+        "cometbox_disk_queued_publishes",
+        "gauge",
+        "Publishes handed to the writer thread and not written yet.",
+        d.queued,
+    );
+    w.one(
+        "cometbox_disk_failing",
+        "gauge",
+        "1 while the last write to the log failed: messages are kept in memory only, and GET /health answers 503.",
+        u8::from(d.failing),
     );
 }
 

@@ -30,7 +30,7 @@ pub fn health(shared: &Shared) -> Health {
                 age.as_secs_f64()
             )
         }
-        Store::Local(_) => String::new(),
+        Store::Local(_) | Store::Disk(_) => String::new(),
     };
     Health::Serving(format!(
         "{{\"status\":\"ok\",\"version\":\"{}\",\"uptime_seconds\":{},\"workers\":{},\"connections\":{},\"backend_connections\":{}{cluster}}}\n",
@@ -53,6 +53,7 @@ fn unavailable_because(shared: &Shared) -> Option<String> {
     }
     match &shared.store {
         Store::Redis(redis) => redis.snapshot().unavailable_because(),
+        Store::Disk(disk) => disk.unavailable_because(),
         Store::Local(_) => None,
     }
 }

@@ -316,7 +316,11 @@ pub fn store_numbers(shared: &Shared) -> StoreNumbers {
         ],
         redis: match store {
             Store::Redis(redis) => Some(redis_numbers(&redis.snapshot())),
-            Store::Local(_) => None,
+            Store::Local(_) | Store::Disk(_) => None,
+        },
+        disk: match store {
+            Store::Disk(disk) => Some(disk.numbers()),
+            Store::Local(_) | Store::Redis(_) => None,
         },
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct WriterStats {
     pub fsyncs: AtomicU64,
     pub compactions: AtomicU64,
     pub errors: AtomicU64,
+    /// Set while the last write failed, for `/health` and the metrics.
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Writer {
@@ -365,6 +367,7 @@ impl Writer {
         }
         let answer = match result {
             Ok(()) => {
+                self.stats.failing.store(false, Ordering::Relaxed);
                 if self.failing.take().is_some() {
                     info!("the disk store's log is written again");
                 }
@@ -372,6 +375,7 @@ impl Writer {
             }
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.failing.store(true, Ordering::Relaxed);
                 let why = format!("cannot write the log: {e}");
                 if self.failing.is_none() {
                     error!("disk store: {why}; messages are kept in memory only until it works");

@@ -221,6 +221,31 @@ impl DiskStore {
         }
     }
 
+    /// What the metrics show of the log; atomics only, never waits on the
+    /// writer thread.
+    pub fn numbers(&self) -> crate::metrics::prometheus::DiskNumbers {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::metrics::prometheus::DiskNumbers {
+            log_bytes: get(&s.log_bytes),
+            writes: get(&s.writes),
+            fsyncs: get(&s.fsyncs),
+            compactions: get(&s.compactions),
+            write_errors: get(&s.errors),
+            queued: self.tx.len() as u64,
+            failing: s.failing.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Why `/health` should say 503: the log cannot be written, so what is
+    /// published now would not survive a restart.
+    pub fn unavailable_because(&self) -> Option<String> {
+        self.stats
+            .failing
+            .load(Ordering::Relaxed)
+            .then(|| "disk store cannot write its log".to_string())
+    }
+
     pub fn write_info(&self, out: &mut String) {
         use std::fmt::Write;
         let s = &self.stats;
