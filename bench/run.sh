@@ -56,72 +56,15 @@ out=$root/bench-results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
-
-# Each start_* sets: pid, http, publish.
-start_cometbox() {
-    cat >"$work/cometbox.conf" <<EOF
-server.bind = "127.0.0.1"
-server.port = 18080
-server.workers = 2
-server.max-connections = 15000
-mailbox.backend-socket = "$work/cometbox.sock"
-mailbox.max-messages = 100
-EOF
-    RUST_LOG=warn "$target_dir/release/cometbox" -c "$work/cometbox.conf" 2>"$work/cometbox.log" &
-    pid=$! http=127.0.0.1:18080 publish=$work/cometbox.sock
-    wait_port 18080
-}
-
-start_nchan() {
-    mkdir -p "$work/nginx"
-    sed -e "s#@WORK@#$work/nginx#g" -e "s#@PORT@#18081#g" bench/peers/nginx-nchan.conf.in >"$work/nginx/nginx.conf"
-    /usr/sbin/nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/nginx-error.log" &
-    pid=$! http=127.0.0.1:18081 publish=127.0.0.1:18081
-    wait_port 18081
-}
-
-start_pushpin() {
-    mkdir -p "$work/pushpin-run" "$work/pushpin-log"
-    echo "* 127.0.0.1:18089" >"$work/pushpin-routes"
-    sed -e "s#@WORK@#$work#g" -e "s#@PORT@#18082#g" -e "s#@PORT_PUSH_IN@#18085#g" \
-        -e "s#@PORT_PUSH_SUB@#18086#g" -e "s#@PORT_PUBLISH@#18087#g" -e "s#@PORT_COMMAND@#18088#g" \
-        bench/peers/pushpin.conf.in >"$work/pushpin.conf"
-    "$bench" origin --port 18089 2>"$work/origin.log" &
-    pids+=($!)
-    pushpin --config "$work/pushpin.conf" >"$work/pushpin.out" 2>&1 &
-    pid=$! http=127.0.0.1:18082 publish=127.0.0.1:18087
-    wait_port 18082
-    wait_port 18087
-    sleep 1
-}
-
-start_floor() {
-    # As many writer threads as cometbox has workers (server.workers above).
-    "$bench" floor --port 18090 --control "$work/floor.sock" --threads 2 2>"$work/floor.log" &
-    pid=$! http=127.0.0.1:18090 publish=$work/floor.sock
-    wait_port 18090
-    for _ in $(seq 100); do [ -S "$work/floor.sock" ] && break; sleep 0.05; done
-}
-
-stop() {
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    sleep 1
-}
+# shellcheck source=bench/servers.sh
+source bench/servers.sh
 
 run() { # target scenario args...
     local target=$1 scenario=$2
