@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 seconds=${1:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in http_request resp_decoder config_parse ws_frames jwt_claims; do
+for target in http_request resp_decoder config_parse ws_frames jwt_claims store_record; do
     mkdir -p "corpus/$target"
     echo "== $target for ${seconds}s"
     cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 \

@@ -19,8 +19,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::BackendStream;
 use crate::session::{Sessions, Wake};
-use crate::store::redis::Outlet;
-use crate::store::{Attach, Message, Store, StoreError, Ticket};
+use crate::store::{Attach, Message, Outlet, Store, StoreError, Ticket};
 
 /// Which pub/sub family an [`Event`] belongs to (`backend::events`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +119,8 @@ impl Peer {
     }
 }
 
-/// How a shared store's threads reach the workers: their inboxes.
+/// How a store's own threads (Redis', the disk's writer) reach the
+/// workers: their inboxes.
 pub struct PeerOutlet(pub Arc<[Peer]>);
 
 impl Outlet for PeerOutlet {

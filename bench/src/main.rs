@@ -8,6 +8,7 @@
 //! `bench/run.sh` starts the servers and runs everything; `report` turns the
 //! JSON lines into the markdown table.
 
+mod acks;
 mod bayeux;
 mod clients;
 mod floor;
@@ -33,9 +34,11 @@ const USAGE: &str = "usage:
   cometbox-bench SCENARIO --target cometbox|nchan|pushpin|floor --http ADDR --publish SPEC --pid PID
         [--n N] [--messages M] [--batch B (publishes in flight)] [--rate MSGS_PER_S]
         [--http2 ADDR --pid2 PID (a second gateway of a cluster: SSE subscribers alternate)]
+        [--size BYTES] [--connections C]   (publish: payload size, publishing connections)
       SCENARIO: idle-sse | idle-ws | idle-longpoll | idle-one-mailbox | fanout | fanout-ws | fanout-longpoll
                 | throughput | throughput-paced | longpoll | connect
                 | fanout-bayeux-longpoll | fanout-bayeux-websocket (cometbox only)
+                | publish (no subscribers: acknowledged publishes/s and reply latency)
       SPEC: a Unix socket path (cometbox's RESP socket, the floor's control socket)
             or host:port (nchan's HTTP publisher, Pushpin's publish endpoint)
   cometbox-bench floor --port P --control PATH [--threads T]
@@ -105,7 +108,8 @@ fn main() {
         | "throughput"
         | "throughput-paced"
         | "longpoll"
-        | "connect" => {
+        | "connect"
+        | "publish" => {
             let kind = match arg(&args, "--target").as_deref() {
                 Some("cometbox") => Kind::Cometbox,
                 Some("nchan") => Kind::Nchan,
@@ -171,6 +175,16 @@ fn main() {
                     }
                     "throughput" | "throughput-paced" => load::throughput(t, &a).await,
                     "longpoll" => load::longpoll(t, &a).await,
+                    "publish" => {
+                        let num = |name| arg(&args, name).and_then(|v| v.parse().ok());
+                        let (size, conns) = (num("--size").unwrap_or(0), num("--connections"));
+                        let a = Args { ..a };
+                        tokio::task::spawn_blocking(move || {
+                            acks::publish_only(t, &a, size, conns.unwrap_or(1))
+                        })
+                        .await
+                        .expect("the publish scenario")
+                    }
                     _ => load::connect(t, &a).await,
                 }
             });

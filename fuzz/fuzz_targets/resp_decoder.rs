@@ -7,7 +7,7 @@ use cometbox::backend::resp::{Decoded, Decoder, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fn decode_all(data: &[u8], piece: usize) -> Vec<Result<Decoded, String>> {
-    let mut decoder = Decoder::new(Limits { max_bulk: 64 });
+    let mut decoder = Decoder::new(Limits::new(64));
     let mut out = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     for chunk in data.chunks(piece.max(1)) {

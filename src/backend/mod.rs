@@ -393,6 +393,12 @@ impl Hub for WorkerHub<'_> {
             redis.write_info(out);
             out.push_str("\r\n");
         }
+        // Not `# Persistence`: that one is Redis' own, with `loading:0`.
+        if section.is_some_and(|s| s == "store" || s == "all" || s == "everything") {
+            out.push_str("# Store\r\n");
+            shared.store.write_info(out);
+            out.push_str("\r\n");
+        }
         if want("mailboxes") {
             let store = &shared.store;
             let stats = store.stats();

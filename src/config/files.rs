@@ -46,7 +46,23 @@ impl Loaded {
             crate::auth::Auth::from_config(auth).map_err(|m| self.error_at(key, m))?;
         }
         check_socket_path(&self.config.mailbox.backend_socket)
-            .map_err(|m| self.error_at("mailbox.backend-socket", m))
+            .map_err(|m| self.error_at("mailbox.backend-socket", m))?;
+        if self.config.mailbox.store == super::StoreKind::Disk {
+            if self.config.cluster.redis.is_some() {
+                // Cluster mode keeps the mail in Redis; a second copy on
+                // one node's disk would disagree with it after a restart.
+                return Err(self.error_at(
+                    "mailbox.store",
+                    "mailbox.store = \"disk\" cannot be combined with cluster.redis: in \
+                     cluster mode Redis holds the mail (persist it with Redis' own \
+                     appendonly); set one or the other"
+                        .to_string(),
+                ));
+            }
+            check_store_dir(&self.config.mailbox.store_dir)
+                .map_err(|m| self.error_at("mailbox.store-dir", m))?;
+        }
+        Ok(())
     }
 
     /// An error located where `key` was set, or in the config file when it
@@ -102,6 +118,65 @@ fn check_socket_path(path: &Path) -> Result<(), String> {
             path.display()
         )),
         _ => Ok(()),
+    }
+}
+
+/// What the start needs of `mailbox.store-dir`: a directory it can write,
+/// or one it can create (`-t` creates nothing; the start does).
+pub fn check_store_dir(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    let mut probe = dir;
+    loop {
+        match std::fs::metadata(probe) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(format!(
+                    "mailbox.store-dir {shown} cannot be used: {} is not a directory",
+                    probe.display()
+                ));
+            }
+            Ok(_) => break,
+            // Missing, or below a file: look at what is above.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                match probe.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => probe = parent,
+                    _ => {
+                        probe = Path::new(".");
+                        break;
+                    }
+                }
+            }
+            Err(e) => return Err(format!("mailbox.store-dir {shown} cannot be used: {e}")),
+        }
+    }
+    if let Err(e) = writable(probe) {
+        let what = if probe == dir {
+            "cannot be written".to_string()
+        } else {
+            format!("cannot be created in {}", probe.display())
+        };
+        return Err(format!(
+            "mailbox.store-dir {shown} {what}: {e} (the disk store keeps its log there)"
+        ));
+    }
+    Ok(())
+}
+
+/// access(2) with W_OK and X_OK: true for root too, except on a read-only
+/// file system, which is what matters here.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -10,9 +10,11 @@ use super::MAX_WORKERS;
 pub(super) use super::kind::{Key, Kind, Text, Unit};
 use super::validate::{
     check_any, check_bayeux_path, check_cookie_name, check_cors_origins, check_key_prefix,
-    check_public_prefixes, check_redis_url, check_socket_path, check_url_prefix, parse_redis_url,
+    check_public_prefixes, check_redis_url, check_socket_path, check_store, check_store_dir,
+    check_store_fsync, check_url_prefix, parse_redis_url,
 };
 use super::validate::{check_listen_addr, check_log_level};
+use super::{StoreFsync, StoreKind};
 
 /// Upper bound on every duration in seconds (one year). Deadlines are
 /// computed as `Instant + Duration`, which panics on overflow; no sane timeout
@@ -411,6 +413,43 @@ pub(super) static KEYS: &[Key] = &[
         default: "()",
         doc: "Origins allowed to read mailboxes from other sites, e.g. ( \
             \"https://app.example.com\" ), or ( \"*\" ) for any. Empty = no CORS headers.",
+    },
+    Key {
+        name: "mailbox.store",
+        kind: Kind::Str {
+            what: Text::Plain,
+            check: check_store,
+            // The check above accepted it.
+            set: |c, s| c.mailbox.store = StoreKind::parse(&s).unwrap_or_default(),
+        },
+        default: r#""memory""#,
+        doc: "Where retained messages live: \"memory\" (a restart empties every mailbox) or \
+            \"disk\" (also in an append-only log in mailbox.store-dir, so mail and cursors \
+            survive a restart; see docs/storage.md).",
+    },
+    Key {
+        name: "mailbox.store-dir",
+        kind: Kind::Str {
+            what: Text::Path,
+            check: check_store_dir,
+            set: |c, s| c.mailbox.store_dir = PathBuf::from(s),
+        },
+        default: r#""/var/lib/cometbox""#,
+        doc: "Directory of the disk store's log (mailbox.store = \"disk\"). Created if \
+            missing; the gateway and -t refuse one it cannot write.",
+    },
+    Key {
+        name: "mailbox.store-fsync",
+        kind: Kind::Str {
+            what: Text::Plain,
+            check: check_store_fsync,
+            set: |c, s| c.mailbox.store_fsync = StoreFsync::parse(&s).unwrap_or_default(),
+        },
+        default: r#""everysec""#,
+        doc: "When the disk store's log is fsynced, as Redis' appendfsync: \"always\" (a \
+            PUBLISH is answered once its batch is on disk), \"everysec\" (about once a \
+            second; a crash loses at most about the last second) or \"no\" (when the OS \
+            decides). The guarantees are in docs/protocol.md.",
     },
     Key {
         name: "auth.required",

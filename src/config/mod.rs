@@ -18,6 +18,7 @@ mod validate;
 mod value;
 
 pub use env::env_name;
+pub use files::check_store_dir;
 pub use reload::changed_keys;
 
 #[cfg(test)]
@@ -235,6 +236,63 @@ pub struct MailboxConfig {
     pub upstream: bool,
     /// `mailbox.presence-per-subscriber`: an event for every subscriber.
     pub presence_per_subscriber: bool,
+    /// `mailbox.store`: where retained messages live.
+    pub store: StoreKind,
+    /// `mailbox.store-dir`: the disk store's directory.
+    pub store_dir: PathBuf,
+    /// `mailbox.store-fsync`: when the disk store's log is fsynced.
+    pub store_fsync: StoreFsync,
+}
+
+/// `mailbox.store`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In memory only: a restart empties every mailbox (the default).
+    #[default]
+    Memory,
+    /// In memory, with an append-only log in `mailbox.store-dir`.
+    Disk,
+}
+
+/// `mailbox.store-fsync`, with Redis' `appendfsync` meanings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFsync {
+    /// Each PUBLISH is answered once its batch of the log is fsynced.
+    Always,
+    /// The log is fsynced about once a second; replies do not wait.
+    #[default]
+    EverySec,
+    /// The log is written at once and fsynced when the OS decides.
+    No,
+}
+
+impl StoreKind {
+    pub fn parse(s: &str) -> Option<StoreKind> {
+        match s {
+            "memory" => Some(StoreKind::Memory),
+            "disk" => Some(StoreKind::Disk),
+            _ => None,
+        }
+    }
+}
+
+impl StoreFsync {
+    pub fn parse(s: &str) -> Option<StoreFsync> {
+        match s {
+            "always" => Some(StoreFsync::Always),
+            "everysec" => Some(StoreFsync::EverySec),
+            "no" => Some(StoreFsync::No),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreFsync::Always => "always",
+            StoreFsync::EverySec => "everysec",
+            StoreFsync::No => "no",
+        }
+    }
 }
 
 impl Default for MailboxConfig {
@@ -264,6 +322,9 @@ impl Default for MailboxConfig {
             cors_origins: Vec::new(),
             upstream: false,
             presence_per_subscriber: false,
+            store: StoreKind::Memory,
+            store_dir: PathBuf::from("/var/lib/cometbox"),
+            store_fsync: StoreFsync::EverySec,
         }
     }
 }

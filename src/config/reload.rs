@@ -1,7 +1,8 @@
 //! What a reload (SIGHUP) may change while the gateway runs, and what only
-//! a restart can: the listeners, the worker count, the store's limits, the
-//! backend socket and the Bayeux session table are fixed at start.
-//! [`Config::keep_restart_only`] puts those back to what runs, so the live config never claims a value
+//! a restart can: the listeners, the worker count, the store (its kind,
+//! directory, fsync policy and limits), the backend socket and the Bayeux
+//! session table are fixed at start. [`Config::keep_restart_only`] puts
+//! those back to what runs, so the live config never claims a value
 //! that is not in force, and names them for the log.
 
 use super::{Config, Setting};
@@ -37,6 +38,9 @@ impl Config {
             mailbox.max_subscribers => "mailbox.max-subscribers",
             mailbox.max_memory => "mailbox.max-memory",
             mailbox.max_mailbox_bytes => "mailbox.max-mailbox-bytes",
+            mailbox.store => "mailbox.store",
+            mailbox.store_dir => "mailbox.store-dir",
+            mailbox.store_fsync => "mailbox.store-fsync",
             bayeux.session_timeout => "bayeux.session-timeout",
             bayeux.max_sessions => "bayeux.max-sessions",
         );

@@ -213,6 +213,32 @@ pub(super) fn check_socket_path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+pub(super) fn check_store(s: &str) -> Result<(), String> {
+    match super::StoreKind::parse(s) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{s:?} is not a store: expected \"memory\" or \"disk\""
+        )),
+    }
+}
+
+pub(super) fn check_store_fsync(s: &str) -> Result<(), String> {
+    match super::StoreFsync::parse(s) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{s:?} is not an fsync policy: expected \"always\", \"everysec\" or \"no\" \
+            (Redis' appendfsync values)"
+        )),
+    }
+}
+
+pub(super) fn check_store_dir(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("the store directory must not be empty".to_string());
+    }
+    Ok(())
+}
+
 /// A cookie name is an RFC 6265 token: visible ASCII without separators.
 pub(super) fn check_cookie_name(s: &str) -> Result<(), String> {
     let bad = |c: char| !c.is_ascii_graphic() || "()<>@,;:\\\"/[]?={}".contains(c);

@@ -132,6 +132,9 @@ impl Acceptor {
                 error!("a worker thread panicked");
             }
         }
+        // Last, once no worker can publish or wait for a reply any more:
+        // the disk store writes what is left and marks itself clean.
+        self.shared.store.close();
         drop(socket_file);
         if let Some(ops) = self.ops.take() {
             ops.stop();

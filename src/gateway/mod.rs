@@ -22,11 +22,11 @@ use log::{error, info};
 use mio::net::TcpListener;
 use mio::{Interest, Poll};
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
 use crate::reactor::{WAKER, Worker};
 use crate::shared::{IpLimiter, Peer, PeerOutlet, Shared};
-use crate::store::{RedisStore, Store, StoreLimits};
+use crate::store::{DiskStore, RedisStore, Store, StoreLimits};
 use acceptor::{Acceptor, Listeners, Signals};
 use reload::Reloader;
 
@@ -265,20 +265,30 @@ impl Gateway {
     }
 }
 
-/// The in-memory store, or with `cluster.redis` the Redis-backed one (its
-/// threads start here; Redis need not be up yet).
+/// The store the config names: with `cluster.redis` the Redis-backed one
+/// (its threads start here; Redis need not be up yet), else per
+/// `mailbox.store` in memory or on disk (its log is replayed here, before
+/// the gateway says it listens). The two are not combined (config check).
 fn open_store(config: &Config, workers: usize, peers: &Arc<[Peer]>) -> Result<Store, StartError> {
     let limits = StoreLimits::from_config(&config.mailbox);
-    let Some(addr) = &config.cluster.redis else {
-        return Ok(Store::local(limits, workers));
-    };
     let outlet = Arc::new(PeerOutlet(peers.clone()));
-    let store = RedisStore::start(&config.cluster, limits, workers, outlet).map_err(StartError)?;
-    info!(
-        "cluster mode: mailboxes shared through redis at {addr}, key prefix {:?}",
-        config.cluster.key_prefix
-    );
-    Ok(Store::Redis(store))
+    let m = &config.mailbox;
+    if let Some(addr) = &config.cluster.redis {
+        let store =
+            RedisStore::start(&config.cluster, limits, workers, outlet).map_err(StartError)?;
+        info!(
+            "cluster mode: mailboxes shared through redis at {addr}, key prefix {:?}",
+            config.cluster.key_prefix
+        );
+        return Ok(Store::Redis(store));
+    }
+    Ok(match m.store {
+        StoreKind::Memory => Store::local(limits, workers),
+        StoreKind::Disk => Store::Disk(
+            DiskStore::open(&m.store_dir, limits, workers, m.store_fsync, outlet)
+                .map_err(StartError)?,
+        ),
+    })
 }
 
 /// SIGTERM and SIGINT stop the gateway; SIGHUP is noted (and must not kill

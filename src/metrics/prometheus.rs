@@ -25,6 +25,22 @@ pub struct StoreNumbers {
     pub expired: u64,
     /// (reason label, count) of refused publishes.
     pub rejected: Vec<(&'static str, u64)>,
+    /// Cluster mode only: the Redis connections and the pub/sub probe.
+    pub redis: Option<RedisNumbers>,
+}
+
+/// Cluster mode's Redis side, as the store's probe reads it.
+#[derive(Default, Debug, Clone)]
+pub struct RedisNumbers {
+    pub command_up: bool,
+    pub subscription_up: bool,
+    pub reconnects_command: u64,
+    pub reconnects_subscription: u64,
+    pub pending_commands: u64,
+    /// Since this node's last probe came back (since start if none has).
+    pub probe_age_seconds: f64,
+    /// What `/health` says: 1 serving, 0 not.
+    pub healthy: bool,
 }
 
 /// The process-level numbers.
@@ -99,7 +115,51 @@ pub fn render(m: &Metrics, store: &StoreNumbers, process: &ProcessNumbers, out: 
     messages(w, m, store);
     http(w, m);
     backend(w, m);
+    if let Some(r) = &store.redis {
+        redis(w, r);
+    }
     latency(w, m);
+}
+
+fn redis(w: &mut Writer<'_>, r: &RedisNumbers) {
+    let connections = [
+        ("command", r.command_up, r.reconnects_command),
+        ("subscription", r.subscription_up, r.reconnects_subscription),
+    ];
+    w.family(
+        "cometbox_redis_up",
+        "gauge",
+        "1 while the connection to Redis is up (command: publishes and reads; subscription: the SUBSCRIBE connection).",
+    );
+    for (c, up, _) in connections {
+        w.sample("cometbox_redis_up", &[("connection", c)], u8::from(up));
+    }
+    w.family(
+        "cometbox_redis_reconnects_total",
+        "counter",
+        "Connections to Redis re-established after a loss (the first connect is not counted).",
+    );
+    for (c, _, n) in connections {
+        w.sample("cometbox_redis_reconnects_total", &[("connection", c)], n);
+    }
+    w.one(
+        "cometbox_redis_pending_commands",
+        "gauge",
+        "Requests (publish, read, delete) handed to the Redis client thread and not answered yet.",
+        r.pending_commands,
+    );
+    w.one(
+        "cometbox_redis_pubsub_probe_age_seconds",
+        "gauge",
+        "Since this node's last probe came back on its subscription (since start, if none has).",
+        format_args!("{:.3}", r.probe_age_seconds),
+    );
+    w.one(
+        "cometbox_redis_healthy",
+        "gauge",
+        "1 while GET /health would answer 200 as far as Redis goes: both connections up and the probe fresh.",
+        u8::from(r.healthy),
+    );
 }
 
 fn connections(w: &mut Writer<'_>, m: &Metrics) {
@@ -448,5 +508,41 @@ mod tests {
             assert!(!line.ends_with(' '), "a value on every sample: {line}");
         }
         assert!(!text.contains("mailbox=\""), "no mailbox label");
+        assert!(
+            !text.contains("cometbox_redis_"),
+            "no Redis outside cluster mode"
+        );
+    }
+
+    #[test]
+    fn cluster_mode_shows_the_redis_connections_and_the_probe() {
+        let store = StoreNumbers {
+            redis: Some(RedisNumbers {
+                command_up: true,
+                reconnects_subscription: 2,
+                pending_commands: 3,
+                probe_age_seconds: 0.25,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut text = String::new();
+        render(
+            &Metrics::default(),
+            &store,
+            &ProcessNumbers::default(),
+            &mut text,
+        );
+        for line in [
+            "cometbox_redis_up{connection=\"command\"} 1\n",
+            "cometbox_redis_up{connection=\"subscription\"} 0\n",
+            "cometbox_redis_reconnects_total{connection=\"command\"} 0\n",
+            "cometbox_redis_reconnects_total{connection=\"subscription\"} 2\n",
+            "cometbox_redis_pending_commands 3\n",
+            "cometbox_redis_pubsub_probe_age_seconds 0.250\n",
+            "cometbox_redis_healthy 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

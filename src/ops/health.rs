@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::shared::Shared;
+use crate::store::Store;
 
 pub enum Health {
     /// 200.
@@ -15,13 +16,24 @@ pub enum Health {
 pub fn health(shared: &Shared) -> Health {
     if let Some(reason) = unavailable_because(shared) {
         let mut line = b"{\"status\":\"unavailable\",\"reason\":".to_vec();
-        crate::transport::encode::write_json_string(&mut line, reason);
+        crate::transport::encode::write_json_string(&mut line, &reason);
         line.extend_from_slice(b"}\n");
         return Health::Unavailable(String::from_utf8_lossy(&line).into_owned());
     }
     let m = &shared.metrics;
+    // In cluster mode, how fresh the proof that Redis delivers is.
+    let cluster = match &shared.store {
+        Store::Redis(redis) => {
+            let age = redis.snapshot().seen_ago.unwrap_or_default();
+            format!(
+                ",\"redis\":\"ok\",\"redis_probe_age_seconds\":{:.3}",
+                age.as_secs_f64()
+            )
+        }
+        Store::Local(_) => String::new(),
+    };
     Health::Serving(format!(
-        "{{\"status\":\"ok\",\"version\":\"{}\",\"uptime_seconds\":{},\"workers\":{},\"connections\":{},\"backend_connections\":{}}}\n",
+        "{{\"status\":\"ok\",\"version\":\"{}\",\"uptime_seconds\":{},\"workers\":{},\"connections\":{},\"backend_connections\":{}{cluster}}}\n",
         env!("CARGO_PKG_VERSION"),
         shared.started.elapsed().as_secs(),
         shared.peers.len(),
@@ -30,15 +42,19 @@ pub fn health(shared: &Shared) -> Health {
     ))
 }
 
-/// Why the gateway does not serve, if it does not. Cluster mode adds its
-/// checks here: Redis reachable, and a probe message published on its
-/// pub/sub seen coming back (a connection can look healthy while its
-/// subscription delivers nothing, as after a failover).
-fn unavailable_because(shared: &Shared) -> Option<&'static str> {
+/// Why the gateway does not serve, if it does not: draining, or in cluster
+/// mode Redis out of reach, its subscription down, or its pub/sub not
+/// delivering this node's probes (a connection can look healthy while its
+/// subscription delivers nothing, as after a failover; `store::redis`'s
+/// probe). Reads atomics only, so a health check never waits on Redis.
+fn unavailable_because(shared: &Shared) -> Option<String> {
     if shared.draining.load(Ordering::Acquire) {
-        return Some("shutting down");
+        return Some("shutting down".into());
     }
-    None
+    match &shared.store {
+        Store::Redis(redis) => redis.snapshot().unavailable_because(),
+        Store::Local(_) => None,
+    }
 }
 
 #[cfg(test)]

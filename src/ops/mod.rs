@@ -23,8 +23,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::http::{self, Method, Parsed, Status};
-use crate::metrics::prometheus::{self, ProcessNumbers, StoreNumbers};
+use crate::metrics::prometheus::{self, ProcessNumbers, RedisNumbers, StoreNumbers};
 use crate::shared::Shared;
+use crate::store::Store;
+use crate::store::redis::Snapshot;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
@@ -312,6 +314,22 @@ pub fn store_numbers(shared: &Shared) -> StoreNumbers {
             ("max_subscribers", get(&stats.rejected_subscriber_limit)),
             ("max_memory", get(&stats.rejected_out_of_memory)),
         ],
+        redis: match store {
+            Store::Redis(redis) => Some(redis_numbers(&redis.snapshot())),
+            Store::Local(_) => None,
+        },
+    }
+}
+
+fn redis_numbers(s: &Snapshot) -> RedisNumbers {
+    RedisNumbers {
+        command_up: s.command_up,
+        subscription_up: s.subscription_up,
+        reconnects_command: s.reconnects_command,
+        reconnects_subscription: s.reconnects_subscription,
+        pending_commands: s.pending,
+        probe_age_seconds: s.seen_ago.unwrap_or(s.uptime).as_secs_f64(),
+        healthy: s.unavailable_because().is_none(),
     }
 }
 

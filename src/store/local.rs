@@ -28,9 +28,12 @@ pub use cache::{Appended, Span};
 use super::is_valid_name;
 use super::{Attach, Cursor, Message, Published, Register, StoreError, StoreLimits, StoreStats};
 
+mod restore;
+pub(crate) use restore::MailboxImage;
+
 /// Shards of the store. 64 keeps contention negligible for any worker count
 /// we allow (at most 64) while costing only 64 small hash maps.
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 
 /// Most workers: subscriber presence is a bit per worker in a u64.
 pub const MAX_WORKERS: usize = 64;
@@ -52,6 +55,12 @@ struct Mailbox {
     /// event that ended it), never shorter: over-counting costs a wasted
     /// announcement, under-counting a lost message.
     subscribers: Box<[u32]>,
+    /// The incarnation this one continues (generation, its last seq): set
+    /// when a disk store restarts after a crash and moves every mailbox to
+    /// a new generation, so that ids are never reused for messages that were
+    /// lost. Cursors into it up to that seq read on without `missed`; its
+    /// retained messages keep their ids, and seqs run on across both.
+    prev: Option<(u64, u64)>,
     /// Counted against `mailbox.max-mailboxes`: it has held mail. An entry
     /// that only holds waiting subscribers is not.
     counted: bool,
@@ -98,12 +107,31 @@ impl Mailbox {
         }
     }
 
+    /// A cursor into the incarnation this one continues, up to where that
+    /// one ended, stands at the same seq of this one.
+    fn continued(&self, store: u64, since: &Cursor) -> Cursor {
+        match self.prev {
+            Some((generation, last_seq))
+                if since.store == store
+                    && since.generation == generation
+                    && since.seq <= last_seq =>
+            {
+                Cursor {
+                    generation: self.generation,
+                    ..*since
+                }
+            }
+            _ => *since,
+        }
+    }
+
     /// Messages with seq > cursor, and whether the cursor lost anything.
     fn after(&self, store: u64, since: Option<&Cursor>) -> (Vec<Arc<Message>>, bool) {
         let position = self.position(store);
         let Some(since) = since else {
             return (self.messages.iter().cloned().collect(), false);
         };
+        let since = &self.continued(store, since);
         let unborn = since.generation != position.generation;
         if !since.reads(&position) || (!unborn && since.seq > self.last_seq) {
             return (self.messages.iter().cloned().collect(), true);
@@ -148,9 +176,7 @@ impl LocalStore {
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
-        let mut store = LocalStore::with_store_id(limits, workers, epoch);
-        store.cache = false;
-        store
+        LocalStore::with_epoch(limits, workers, epoch)
     }
 
     /// A node's cache of a shared store (`cache.rs`): its cursors carry
@@ -158,11 +184,18 @@ impl LocalStore {
     /// any node (and any restart) are recognised, and the generations are
     /// the shared store's epochs, 0 (unborn) until one is known.
     pub fn with_store_id(limits: StoreLimits, workers: usize, store_id: u64) -> LocalStore {
+        let mut store = LocalStore::with_epoch(limits, workers, store_id);
+        store.cache = true;
+        store
+    }
+
+    /// A store whose ids start with `epoch`: the disk store keeps its epoch
+    /// across restarts so that cursors from before resume.
+    pub(crate) fn with_epoch(limits: StoreLimits, workers: usize, epoch: u64) -> LocalStore {
         assert!(
             (1..=MAX_WORKERS).contains(&workers),
             "1 to {MAX_WORKERS} workers (a u64 mask)"
         );
-        let epoch = store_id;
         LocalStore {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -180,7 +213,7 @@ impl LocalStore {
             workers,
             limits,
             stats: StoreStats::default(),
-            cache: true,
+            cache: false,
         }
     }
 
@@ -228,6 +261,7 @@ impl LocalStore {
             messages: VecDeque::new(),
             bytes: 0,
             subscribers: vec![0; self.workers].into_boxed_slice(),
+            prev: None,
             counted: false,
             idle_since: None,
         }
@@ -301,7 +335,21 @@ impl LocalStore {
         payload: Vec<u8>,
         now: Instant,
     ) -> Result<Published, StoreError> {
-        let result = self.try_publish(name, payload, now);
+        self.publish_logged(name, payload, now, |_| {})
+    }
+
+    /// A publish that hands what it stored (the message, its receivers and
+    /// their workers) to `log` while the mailbox's shard is still locked, so
+    /// that a log fed from several workers holds each mailbox's messages in
+    /// seq order.
+    pub(crate) fn publish_logged(
+        &self,
+        name: &[u8],
+        payload: Vec<u8>,
+        now: Instant,
+        log: impl FnOnce(&Published),
+    ) -> Result<Published, StoreError> {
+        let result = self.try_publish(name, payload, now, log);
         if let Err(e) = &result {
             self.stats
                 .rejected_publishes
@@ -318,6 +366,7 @@ impl LocalStore {
             StoreError::TooManyMailboxes { .. } => &self.stats.rejected_mailbox_limit,
             StoreError::TooManySubscribers { .. } => &self.stats.rejected_subscriber_limit,
             StoreError::OutOfMemory { .. } => &self.stats.rejected_out_of_memory,
+            StoreError::Disk(_) => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -327,6 +376,7 @@ impl LocalStore {
         name: &[u8],
         payload: Vec<u8>,
         now: Instant,
+        log: impl FnOnce(&Published),
     ) -> Result<Published, StoreError> {
         if !is_valid_name(name) {
             return Err(StoreError::BadName);
@@ -358,20 +408,6 @@ impl LocalStore {
             return Err(e);
         }
         self.expire(mailbox, now);
-
-        // Make room: by count, then per-mailbox bytes, then the global memory
-        // cap. Each eviction is visible to late readers as `missed`.
-        while mailbox.messages.len() >= self.limits.max_messages {
-            self.drop_front(mailbox);
-            self.stats.evicted_by_count.fetch_add(1, Ordering::Relaxed);
-        }
-        while !mailbox.messages.is_empty() && mailbox.bytes + len > self.limits.max_mailbox_bytes {
-            self.drop_front(mailbox);
-            self.stats.evicted_by_memory.fetch_add(1, Ordering::Relaxed);
-        }
-        // Concurrent publishers may have refilled what `reclaim` freed; the
-        // overshoot is bounded by one message per worker.
-
         mailbox.last_seq += 1;
         let cursor = Cursor {
             store: self.epoch,
@@ -385,18 +421,37 @@ impl LocalStore {
             now,
             self.memory.clone(),
         ));
-        mailbox.messages.push_back(message.clone());
+        self.retain(mailbox, message.clone());
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        let published = Published {
+            message,
+            workers: mailbox.worker_mask(),
+            receivers: mailbox.subscriber_total(),
+        };
+        log(&published);
+        Ok(published)
+    }
+
+    /// Makes room for `message` (by count, then per-mailbox bytes; each
+    /// eviction is visible to late readers as `missed`) and keeps it.
+    fn retain(&self, mailbox: &mut Mailbox, message: Arc<Message>) {
+        let len = message.payload.len();
+        while mailbox.messages.len() >= self.limits.max_messages {
+            self.drop_front(mailbox);
+            self.stats.evicted_by_count.fetch_add(1, Ordering::Relaxed);
+        }
+        while !mailbox.messages.is_empty() && mailbox.bytes + len > self.limits.max_mailbox_bytes {
+            self.drop_front(mailbox);
+            self.stats.evicted_by_memory.fetch_add(1, Ordering::Relaxed);
+        }
+        // Concurrent publishers may have refilled what `reclaim` freed; the
+        // overshoot is bounded by one message per worker.
+        mailbox.messages.push_back(message);
         mailbox.bytes += len;
         mailbox.idle_since = None;
         self.retained_bytes.fetch_add(len, Ordering::Relaxed);
         self.retained_messages.fetch_add(1, Ordering::Relaxed);
         self.memory.fetch_add(len, Ordering::Relaxed);
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
-        Ok(Published {
-            message,
-            workers: mailbox.worker_mask(),
-            receivers: mailbox.subscriber_total(),
-        })
     }
 
     /// Evicts the oldest messages of the whole store until at most `target`
@@ -583,6 +638,17 @@ impl LocalStore {
     /// attached and receive what is published next. Returns whether the
     /// mailbox existed.
     pub fn delete(&self, name: &[u8], now: Instant) -> bool {
+        self.delete_logged(name, now, |_, _| {})
+    }
+
+    /// A DEL that hands the mailbox and its new generation to `log` under
+    /// the shard lock (see [`LocalStore::publish_logged`]).
+    pub(crate) fn delete_logged(
+        &self,
+        name: &[u8],
+        now: Instant,
+        log: impl FnOnce(&Arc<str>, u64),
+    ) -> bool {
         let Ok(name) = std::str::from_utf8(name) else {
             return false;
         };
@@ -596,6 +662,8 @@ impl LocalStore {
         }
         mailbox.generation = self.fresh_generation();
         mailbox.last_seq = 0;
+        mailbox.prev = None;
+        log(&mailbox.name, mailbox.generation);
         mailbox.touch_idle(now);
         self.forget_if_unneeded(&mut shard, name, now, self.grace());
         had_messages

@@ -2,22 +2,27 @@
 //! and which workers hold subscribers of each mailbox.
 //!
 //! Workers reach the store only through [`Store`], an enum of the known
-//! backends: [`LocalStore`], the sharded in-memory store, and
-//! [`RedisStore`], mailboxes shared by several gateways through Redis
-//! (`redis/`, docs/cluster.md), which keeps a `LocalStore` as this node's
-//! cache. Operations that a
-//! remote store cannot answer at once return [`Answer::Pending`] with a
-//! ticket; its completion reaches the worker as a message on its inbox. The
-//! local store always answers [`Answer::Ready`], so it costs nothing.
+//! backends: [`LocalStore`], the sharded in-memory store; [`DiskStore`],
+//! the same with an append-only log that survives a restart (`disk/`,
+//! docs/storage.md); and [`RedisStore`], mailboxes shared by several
+//! gateways through Redis (`redis/`, docs/cluster.md), which keeps a
+//! `LocalStore` as this node's cache. Operations that a store cannot answer
+//! at once (a round trip to Redis, a PUBLISH that waits for the disk's
+//! fsync) return [`Answer::Pending`] with a ticket; the store's threads
+//! finish them through the [`Outlet`], whose completion reaches the worker
+//! as a message on its inbox. The local store always answers
+//! [`Answer::Ready`], so it costs nothing.
 //!
 //! Subscriber *interest* (which connections wait on which mailbox) stays in
 //! each worker (`fanout`) for every backend; the store only counts
 //! subscribers per worker, so that a publish knows whom to announce to.
 
+mod disk;
 mod local;
 mod message;
 pub mod redis;
 
+pub use disk::{DiskStore, record};
 pub use local::LocalStore;
 pub use message::{Cursor, ENCODING_SLOTS, Follows, Message};
 pub use redis::RedisStore;
@@ -86,6 +91,8 @@ pub enum StoreError {
     /// A shared store (Redis) is out of reach or did not answer in time;
     /// the text says which. Backends get `-TRYAGAIN`, browsers a 503.
     Unavailable(String),
+    /// The disk store could not write or fsync its log; the text says why.
+    Disk(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -113,6 +120,7 @@ impl std::fmt::Display for StoreError {
                 "retained messages would exceed mailbox.max-memory ({limit} bytes)"
             ),
             StoreError::Unavailable(why) => write!(f, "cluster store unavailable: {why}"),
+            StoreError::Disk(why) => write!(f, "disk store: {why}"),
         }
     }
 }
@@ -182,10 +190,25 @@ pub enum Answer<T> {
     Pending(Ticket),
 }
 
+/// How a store's own threads (Redis', the disk's writer) hand results to
+/// the workers. The gateway implements it over the workers' inboxes
+/// (`shared`), which the store cannot name without an import cycle; hence a
+/// trait object, not an enum.
+pub trait Outlet: Send + Sync {
+    /// New messages for subscribers on `worker`.
+    fn deliver(&self, worker: usize, messages: Vec<Arc<Message>>);
+    /// The answer to an attach that was `Pending`.
+    fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>);
+    /// Answers to PUBLISH and DEL that were `Pending`.
+    fn completed(&self, worker: usize, done: Vec<(Ticket, Result<u64, StoreError>)>);
+}
+
 /// The store behind the one seam every worker uses.
 pub enum Store {
     /// In memory, in this process (the default).
     Local(LocalStore),
+    /// In memory, with a log on disk (`mailbox.store = "disk"`).
+    Disk(DiskStore),
     /// Shared with other gateways through Redis (`cluster.redis`).
     Redis(RedisStore),
 }
@@ -200,6 +223,7 @@ impl Store {
     fn serving(&self) -> &LocalStore {
         match self {
             Store::Local(s) => s,
+            Store::Disk(d) => d.local(),
             Store::Redis(r) => r.local(),
         }
     }
@@ -233,7 +257,9 @@ impl Store {
         self.serving().memory_used()
     }
 
-    /// Stores a message. A remote store answers later: its completion
+    /// Stores a message. A store that answers later (Redis; the disk with
+    /// `store-fsync = "always"`) delivers it to subscribers and completes
+    /// the ticket through its [`Outlet`]: the completion
     /// (`ToWorker::Published`) goes to `worker`, and the backend connection
     /// keeps its replies in order with a queue of reply slots.
     pub fn publish(
@@ -245,6 +271,7 @@ impl Store {
     ) -> Answer<Result<Published, StoreError>> {
         match self {
             Store::Local(s) => Answer::Ready(s.publish(name, payload, now)),
+            Store::Disk(d) => d.publish(name, payload, now, worker),
             Store::Redis(r) => r.publish(name, payload, worker),
         }
     }
@@ -260,8 +287,8 @@ impl Store {
         now: Instant,
     ) -> Answer<Result<Attach, StoreError>> {
         match self {
-            Store::Local(s) => Answer::Ready(s.attach(name, since, worker, register, now)),
             Store::Redis(r) => r.attach(name, since, worker, register, now),
+            _ => Answer::Ready(self.serving().attach(name, since, worker, register, now)),
         }
     }
 
@@ -274,28 +301,19 @@ impl Store {
         since: &Cursor,
         now: Instant,
     ) -> (Vec<Arc<Message>>, bool) {
-        match self {
-            Store::Local(s) => s.read_after(name, since, now),
-            Store::Redis(r) => r.local().read_after(name, since, now),
-        }
+        self.serving().read_after(name, since, now)
     }
 
     /// The mailbox's current position (where a reader stands with nothing
     /// retained).
     pub fn position(&self, name: &str, now: Instant) -> Cursor {
-        match self {
-            Store::Local(s) => s.position(name, now),
-            Store::Redis(r) => r.local().position(name, now),
-        }
+        self.serving().position(name, now)
     }
 
     /// Forgets `count` subscribers of `name` on `worker`; true when none
     /// is left on any worker (presence's `leave`).
     pub fn detach(&self, name: &str, worker: usize, count: u32, now: Instant) -> bool {
-        match self {
-            Store::Local(s) => s.detach(name, worker, count, now),
-            Store::Redis(r) => r.local().detach(name, worker, count, now),
-        }
+        self.serving().detach(name, worker, count, now)
     }
 
     /// DEL. Returns whether the mailbox existed (a shared store: whether
@@ -303,6 +321,7 @@ impl Store {
     pub fn delete(&self, name: &[u8], now: Instant) -> bool {
         match self {
             Store::Local(s) => s.delete(name, now),
+            Store::Disk(d) => d.delete(name, now),
             Store::Redis(r) => r.local().delete(name, now),
         }
     }
@@ -311,26 +330,35 @@ impl Store {
     /// node and answers later, to `worker`.
     pub fn delete_all(&self, names: &[&[u8]], now: Instant, worker: usize) -> Answer<u64> {
         match self {
-            Store::Local(s) => {
-                Answer::Ready(names.iter().filter(|name| s.delete(name, now)).count() as u64)
-            }
             Store::Redis(r) => r.delete_all(names, worker),
+            _ => Answer::Ready(names.iter().filter(|name| self.delete(name, now)).count() as u64),
+        }
+    }
+
+    /// At shutdown, after the workers stopped: the disk store writes and
+    /// fsyncs what is left and marks its directory clean.
+    pub fn close(&self) {
+        if let Store::Disk(d) = self {
+            d.close();
+        }
+    }
+
+    /// INFO's `# Store` lines: which store, and the disk store's log.
+    pub fn write_info(&self, out: &mut String) {
+        match self {
+            Store::Local(_) => out.push_str("store:memory\r\n"),
+            Store::Disk(d) => d.write_info(out),
+            Store::Redis(_) => out.push_str("store:redis\r\n"),
         }
     }
 
     pub fn subscriber_count(&self, name: &[u8]) -> u64 {
-        match self {
-            Store::Local(s) => s.subscriber_count(name),
-            Store::Redis(r) => r.local().subscriber_count(name),
-        }
+        self.serving().subscriber_count(name)
     }
 
     /// Names of mailboxes with subscribers right now.
     pub fn active_names(&self) -> Vec<Arc<str>> {
-        match self {
-            Store::Local(s) => s.active_names(),
-            Store::Redis(r) => r.local().active_names(),
-        }
+        self.serving().active_names()
     }
 
     /// Expiry, forgetting idle mailboxes, and the memory cap. About once a

@@ -2,7 +2,9 @@
 //! writer of the node's cache: it pipelines what workers ask (publish,
 //! attach, delete) and what the cache needs (catching a mailbox up after a
 //! hole or a reconnect), and applies what the subscription hears, in the
-//! order it arrives. `subscriber` owns the SUBSCRIBE connection.
+//! order it arrives, and publishes the health probe every `PROBE_EVERY`.
+//! `subscriber` owns the SUBSCRIBE connection (the mail's channel and the
+//! probes'), and replaces it when it stops delivering acknowledged probes.
 //!
 //! Failure: a batch whose next reply does not come within `IO_TIMEOUT` drops the
 //! connection and answers every waiting request `Unavailable`; requests
@@ -21,9 +23,9 @@ use log::{info, warn};
 
 use super::script::{Note, parse_note};
 use super::wire::{self, Conn, Reply};
-use super::{Event, IO_TIMEOUT, Inner, Outlet, Target};
+use super::{Event, IO_TIMEOUT, Inner, Outlet, PROBE_EVERY, Target};
 use crate::store::local::{Appended, Span};
-use crate::store::{Cursor, Message, Register, StoreError, Ticket};
+use crate::store::{Attach, Cursor, Message, Register, StoreError, Ticket};
 
 /// First wait before reconnecting, doubled per failure up to the most.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -62,6 +64,8 @@ enum Job {
     },
     /// Bring the cache of `name` up to Redis (a hole, a reconnect).
     Fill { name: String, span: Option<Span> },
+    /// Publish probe `seq` on the health channel (`probe`).
+    Probe { seq: u64 },
 }
 
 pub(super) fn spawn(
@@ -74,9 +78,10 @@ pub(super) fn spawn(
     workers: usize,
 ) -> io::Result<()> {
     let sub_target = target.clone();
+    let sub_inner = inner.clone();
     std::thread::Builder::new()
         .name("redis-subscriber".into())
-        .spawn(move || subscriber(sub_target, tx))?;
+        .spawn(move || subscriber(sub_target, sub_inner, tx))?;
     let client = Client {
         inner,
         target,
@@ -87,6 +92,9 @@ pub(super) fn spawn(
         next_try: Instant::now(),
         backoff: MIN_BACKOFF,
         down_logged: false,
+        connected_once: false,
+        next_probe: Instant::now(),
+        probe_seq: 0,
         catch_up: false,
         subscribed: false,
         fill_failed: false,
@@ -110,6 +118,11 @@ struct Client {
     next_try: Instant,
     backoff: Duration,
     down_logged: bool,
+    /// A connection was made before: the next one is a reconnect.
+    connected_once: bool,
+    /// When the next probe is due, and the last one's number.
+    next_probe: Instant,
+    probe_seq: u64,
     /// The subscription came (back): every cached mailbox must be caught up
     /// before the cache serves readers alone again.
     catch_up: bool,
@@ -146,6 +159,14 @@ impl Client {
             for name in holes {
                 let span = self.inner.local.span(&name);
                 jobs.push(Job::Fill { name, span });
+            }
+            let now = Instant::now();
+            if now >= self.next_probe {
+                self.next_probe = now + PROBE_EVERY;
+                self.probe_seq += 1;
+                jobs.push(Job::Probe {
+                    seq: self.probe_seq,
+                });
             }
             let catching_up = self.catch_up;
             self.fill_failed = false;
@@ -221,6 +242,8 @@ impl Client {
             Event::SubscribedAgain => {
                 self.subscribed = true;
                 self.catch_up = true;
+                // Confirm the new subscription at once, not a period later.
+                self.next_probe = Instant::now();
             }
             Event::Unsubscribed => {
                 self.subscribed = false;
@@ -310,7 +333,12 @@ impl Client {
             Ok(conn) => {
                 self.conn = Some(conn);
                 self.backoff = MIN_BACKOFF;
-                self.inner.reachable.store(true, Ordering::Relaxed);
+                let probe = &self.inner.probe;
+                probe.command_up.store(true, Ordering::Relaxed);
+                if self.connected_once {
+                    probe.reconnects_command.fetch_add(1, Ordering::Relaxed);
+                }
+                self.connected_once = true;
                 if self.down_logged {
                     info!("redis at {} is reachable again", self.target.addr);
                     self.down_logged = false;
@@ -326,7 +354,7 @@ impl Client {
 
     fn went_down(&mut self, e: &io::Error) {
         self.conn = None;
-        self.inner.reachable.store(false, Ordering::Relaxed);
+        self.inner.probe.command_up.store(false, Ordering::Relaxed);
         self.next_try = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         if !self.down_logged {
@@ -425,6 +453,11 @@ impl Client {
                 ];
                 wire::command(out, &words);
             }
+            Job::Probe { seq } => {
+                let payload = self.inner.probe.payload(*seq);
+                let channel = names.health_channel();
+                wire::command(out, &[b"PUBLISH", channel.as_bytes(), payload.as_bytes()]);
+            }
             Job::Delete { names: list, .. } => {
                 let f = names.function("delete");
                 let n = list.len().to_string();
@@ -444,7 +477,9 @@ impl Client {
             Job::Publish { ticket, worker, .. } | Job::Delete { ticket, worker, .. } => {
                 self.complete(worker, ticket, Err(why))
             }
-            Job::Attach { ticket, worker, .. } => self.outlet.attached(worker, ticket, Err(why)),
+            Job::Attach { ticket, worker, .. } => self.attached(worker, ticket, Err(why)),
+            // Not acknowledged: the probe's age says so.
+            Job::Probe { .. } => {}
             Job::Fill { .. } => {
                 // The cache may be behind: serve nobody from it alone until
                 // a catch-up of every cached mailbox succeeds.
@@ -455,10 +490,18 @@ impl Client {
         }
     }
 
+    /// A worker's publish or delete is answered (posted with the turn's).
     fn complete(&mut self, worker: usize, ticket: Ticket, answer: Result<u64, StoreError>) {
+        self.inner.probe.pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(done) = self.completions.get_mut(worker) {
             done.push((ticket, answer));
         }
+    }
+
+    /// A worker's attach is answered.
+    fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>) {
+        self.inner.probe.pending.fetch_sub(1, Ordering::Relaxed);
+        self.outlet.attached(worker, ticket, result);
     }
 
     fn apply(&mut self, job: Job, reply: Reply) {
@@ -507,8 +550,9 @@ impl Client {
                     .inner
                     .local
                     .attach(&name, since.as_ref(), worker, register, now);
-                self.outlet.attached(worker, ticket, result);
+                self.attached(worker, ticket, result);
             }
+            Job::Probe { seq } => self.inner.probe.acked(seq),
         }
     }
 
@@ -567,11 +611,14 @@ fn parse_read(reply: Reply) -> Option<Read> {
 }
 
 /// The subscription: one connection per node, one channel for all
-/// mailboxes. Tells the client when it is in place and when it is lost.
-fn subscriber(target: Target, tx: Sender<Event>) {
+/// mailboxes and one for the probes. Tells the client when it is in place
+/// and when it is lost.
+fn subscriber(target: Target, inner: Arc<Inner>, tx: Sender<Event>) {
     let mut backoff = MIN_BACKOFF;
+    let mut subscribed_once = false;
     loop {
-        let subscribed = subscribe_once(&target, &tx, &mut backoff);
+        let subscribed = subscribe_once(&target, &inner, &tx, &mut backoff, &mut subscribed_once);
+        inner.probe.subscription_up.store(false, Ordering::Relaxed);
         if tx.send(Event::Unsubscribed).is_err() {
             return;
         }
@@ -583,17 +630,37 @@ fn subscriber(target: Target, tx: Sender<Event>) {
     }
 }
 
-fn subscribe_once(target: &Target, tx: &Sender<Event>, backoff: &mut Duration) -> io::Result<()> {
+fn subscribe_once(
+    target: &Target,
+    inner: &Inner,
+    tx: &Sender<Event>,
+    backoff: &mut Duration,
+    subscribed_once: &mut bool,
+) -> io::Result<()> {
     let mut conn = Conn::open(&target.addr, IO_TIMEOUT)?;
     conn.handshake(target.password.as_deref(), 0)?;
     let channel = target.names.channel();
+    let health = target.names.health_channel();
     let mut out = Vec::new();
-    wire::command(&mut out, &[b"SUBSCRIBE", channel.as_bytes()]);
+    wire::command(
+        &mut out,
+        &[b"SUBSCRIBE", channel.as_bytes(), health.as_bytes()],
+    );
     conn.send(&out)?;
     conn.read()?; // ["subscribe", channel, 1]
+    conn.read()?; // ["subscribe", health, 2]
     *backoff = MIN_BACKOFF;
+    let probe = &inner.probe;
+    probe.subscription_up.store(true, Ordering::Relaxed);
+    if *subscribed_once {
+        probe
+            .reconnects_subscription
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    *subscribed_once = true;
     tx.send(Event::SubscribedAgain)
         .map_err(|_| io::Error::other("client gone"))?;
+    let since = Instant::now();
     let mut heard = Instant::now();
     let mut probed = false;
     loop {
@@ -606,7 +673,9 @@ fn subscribe_once(target: &Target, tx: &Sender<Event>, backoff: &mut Duration) -
                 };
                 if parts.len() == 3 && parts[0] == Reply::Bulk(Some(b"message".to_vec())) {
                     let frame = parts.pop().and_then(Reply::into_bytes).unwrap_or_default();
-                    if let Some(note) = parse_note(&frame)
+                    if parts[1] == Reply::Bulk(Some(health.as_bytes().to_vec())) {
+                        probe.heard(&frame);
+                    } else if let Some(note) = parse_note(&frame)
                         && tx.send(Event::Note(note)).is_err()
                     {
                         return Ok(());
@@ -619,6 +688,15 @@ fn subscribe_once(target: &Target, tx: &Sender<Event>, backoff: &mut Duration) -
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
+                let snapshot = probe.snapshot();
+                if snapshot.subscription_is_deaf(since.elapsed()) {
+                    warn!(
+                        "redis subscription at {} delivers nothing: {} probes acknowledged by \
+                         redis did not come back; subscribing again",
+                        target.addr, snapshot.missing
+                    );
+                    return Err(io::Error::other("deaf subscription replaced"));
+                }
                 let quiet = heard.elapsed();
                 if probed && quiet > PROBE_AFTER * 2 {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer to PING"));

@@ -8,9 +8,12 @@
 //! Threads: `client` owns the command connection and the cache's writes
 //! (notifications, catch-up, the answers to attaches); `subscriber` owns the
 //! SUBSCRIBE connection and forwards what it hears. Both talk to the rest
-//! of the gateway only through channels and the [`Outlet`].
+//! of the gateway only through channels and the [`Outlet`], and report
+//! their state (with the pub/sub probe's, `probe`) in atomics that
+//! `/health`, `/metrics` and INFO read.
 
 mod client;
+mod probe;
 mod script;
 mod wire;
 
@@ -21,22 +24,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::{
-    Answer, Attach, Cursor, LocalStore, Message, Published, Register, StoreError, StoreLimits,
+    Answer, Attach, Cursor, LocalStore, Outlet, Published, Register, StoreError, StoreLimits,
     Ticket, is_valid_name,
 };
 use crate::config::{ClusterConfig, RedisAddr};
+pub use probe::{PROBE_EVERY, PROBE_STALE, Snapshot};
 pub use script::Names;
-
-/// How the Redis threads hand results to workers (implemented over the
-/// workers' inboxes in `shared`, so the store needs nothing of them).
-pub trait Outlet: Send + Sync {
-    /// New messages for subscribers on `worker`.
-    fn deliver(&self, worker: usize, messages: Vec<Arc<Message>>);
-    /// The answer to an attach that was `Pending`.
-    fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>);
-    /// Answers to PUBLISH and DEL that were `Pending`.
-    fn completed(&self, worker: usize, done: Vec<(Ticket, Result<u64, StoreError>)>);
-}
 
 /// What the client thread takes.
 enum Event {
@@ -72,8 +65,8 @@ struct Inner {
     /// The subscription is up and the cache caught up since: a reader whose
     /// cursor lies inside a cached span can be served without Redis.
     synced: AtomicBool,
-    /// Redis answered the last time we tried (for INFO).
-    reachable: AtomicBool,
+    /// The connections' state and the pub/sub probe (health, metrics, INFO).
+    probe: probe::Probe,
 }
 
 /// Connection settings for the threads.
@@ -145,7 +138,7 @@ impl RedisStore {
         let inner = Arc::new(Inner {
             local: LocalStore::with_store_id(limits, workers, store_id),
             synced: AtomicBool::new(false),
-            reachable: AtomicBool::new(false),
+            probe: probe::Probe::new(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let target = Target {
@@ -182,10 +175,21 @@ impl RedisStore {
         Ticket(self.next_ticket.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Hands a worker's request to the client thread, which answers it
+    /// later (and counts it off `pending` then).
     fn send(&self, event: Event) -> Result<(), StoreError> {
-        self.tx
-            .send(event)
-            .map_err(|_| StoreError::Unavailable("the Redis client thread stopped".into()))
+        let pending = &self.inner.probe.pending;
+        pending.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(event).map_err(|_| {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            StoreError::Unavailable("the Redis client thread stopped".into())
+        })
+    }
+
+    /// The connections and the probe, now: what `/health` decides on and
+    /// `/metrics` shows. Atomics only: never waits on the Redis threads.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.probe.snapshot()
     }
 
     pub fn publish(
@@ -283,13 +287,30 @@ impl RedisStore {
     /// INFO's `# Cluster` lines: this node's view.
     pub fn write_info(&self, out: &mut String) {
         use std::fmt::Write;
-        let flag = |b: &AtomicBool| u8::from(b.load(Ordering::Relaxed));
+        let s = self.snapshot();
+        let secs = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64());
         let _ = write!(
             out,
-            "cluster_redis:{}\r\ncluster_redis_reachable:{}\r\ncluster_subscribed_in_sync:{}\r\n",
+            "cluster_redis:{}\r\n\
+             cluster_redis_reachable:{}\r\n\
+             cluster_subscribed:{}\r\n\
+             cluster_subscribed_in_sync:{}\r\n\
+             cluster_reconnects_command:{}\r\n\
+             cluster_reconnects_subscription:{}\r\n\
+             cluster_pending_commands:{}\r\n\
+             cluster_probe_seen_seconds_ago:{:.3}\r\n\
+             cluster_probe_acked_seconds_ago:{:.3}\r\n\
+             cluster_health:{}\r\n",
             self.addr,
-            flag(&self.inner.reachable),
-            flag(&self.inner.synced),
+            u8::from(s.command_up),
+            u8::from(s.subscription_up),
+            u8::from(self.inner.synced.load(Ordering::Relaxed)),
+            s.reconnects_command,
+            s.reconnects_subscription,
+            s.pending,
+            secs(s.seen_ago),
+            secs(s.acked_ago),
+            s.unavailable_because().as_deref().unwrap_or("ok"),
         );
     }
 }

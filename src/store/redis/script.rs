@@ -6,6 +6,7 @@
 //! {prefix}meta:{mailbox}  HASH    e = epoch (microseconds at birth), s = last seq
 //! {prefix}log:{mailbox}   STREAM  entries "<seq>-0" with field d = payload
 //! {prefix}notify          PUB/SUB "m <epoch> <seq> <mailbox> <payload>" | "d <mailbox>"
+//! {prefix}health          PUB/SUB "<node> <seq>", each node's probe (`probe`)
 //! ```
 //!
 //! Names in key positions come after a fixed type word, so a mailbox name
@@ -48,6 +49,12 @@ impl Names {
 
     pub fn channel(&self) -> String {
         format!("{}notify", self.prefix)
+    }
+
+    /// Where every node publishes its probes (`probe`), apart from the
+    /// mail so a probe never reaches the cache.
+    pub fn health_channel(&self) -> String {
+        format!("{}health", self.prefix)
     }
 
     pub fn function(&self, what: &str) -> String {
