@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Runs every scenario against cometbox, nchan and Pushpin (and the
-# write-only floor for fan-out) in one run, on loopback, and writes
-# bench-results/RUN/results.jsonl and results.md.
+# write-only floor for fan-out and idle memory) in one run, on loopback, and
+# writes bench-results/RUN/results.jsonl and results.md.
 #
-#   bench/run.sh            the full sizes of docs/BENCHMARKS.md (~10 minutes)
+#   bench/run.sh            the full sizes of docs/BENCHMARKS.md (~15 minutes)
 #   bench/run.sh --quick    a tenth of them, to check that everything works
 #   BENCH_TARGETS="cometbox nchan" bench/run.sh    a subset of servers
 #   BENCH_SCENARIOS="fanout longpoll" bench/run.sh  a subset of scenarios
+#   BENCH_REPEAT=5 bench/run.sh   repetitions of each headline scenario (3)
+#
+# The headline scenarios (fan-out over SSE, WebSocket and long-poll, and
+# for cometbox over Bayeux WebSocket and long-polling; throughput,
+# long-poll) run BENCH_REPEAT times, each on a fresh server,
+# the repetitions interleaved over the servers so a passing load on the
+# shared machine weighs on all of them; the report gives the median and
+# the spread. bench/curves.sh measures the same costs at several sizes.
 #
 # Installs the peers when missing (as root): nginx-light with
 # libnginx-mod-nchan, and pushpin. Every server is started here with a config
@@ -40,78 +48,24 @@ if ((${#missing[@]})); then
     fi
 fi
 
+repeat=${BENCH_REPEAT:-3}
+target_dir=${CARGO_TARGET_DIR:-$root/target}
 cargo build --release --quiet -p cometbox -p cometbox-bench
-bench=$root/target/release/cometbox-bench
+bench=$target_dir/release/cometbox-bench
 work=$(mktemp -d /tmp/cometbox-bench.XXXXXX)
 out=$root/bench-results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
-
-# Each start_* sets: pid, http, publish.
-start_cometbox() {
-    cat >"$work/cometbox.conf" <<EOF
-server.bind = "127.0.0.1"
-server.port = 18080
-server.workers = 2
-server.max-connections = 15000
-mailbox.backend-socket = "$work/cometbox.sock"
-mailbox.max-messages = 100
-EOF
-    RUST_LOG=warn "$root/target/release/cometbox" -c "$work/cometbox.conf" 2>"$work/cometbox.log" &
-    pid=$! http=127.0.0.1:18080 publish=$work/cometbox.sock
-    wait_port 18080
-}
-
-start_nchan() {
-    mkdir -p "$work/nginx"
-    sed -e "s#@WORK@#$work/nginx#g" -e "s#@PORT@#18081#g" bench/peers/nginx-nchan.conf.in >"$work/nginx/nginx.conf"
-    /usr/sbin/nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/nginx-error.log" &
-    pid=$! http=127.0.0.1:18081 publish=127.0.0.1:18081
-    wait_port 18081
-}
-
-start_pushpin() {
-    mkdir -p "$work/pushpin-run" "$work/pushpin-log"
-    echo "* 127.0.0.1:18089" >"$work/pushpin-routes"
-    sed -e "s#@WORK@#$work#g" -e "s#@PORT@#18082#g" -e "s#@PORT_PUSH_IN@#18085#g" \
-        -e "s#@PORT_PUSH_SUB@#18086#g" -e "s#@PORT_PUBLISH@#18087#g" -e "s#@PORT_COMMAND@#18088#g" \
-        bench/peers/pushpin.conf.in >"$work/pushpin.conf"
-    "$bench" origin --port 18089 2>"$work/origin.log" &
-    pids+=($!)
-    pushpin --config "$work/pushpin.conf" >"$work/pushpin.out" 2>&1 &
-    pid=$! http=127.0.0.1:18082 publish=127.0.0.1:18087
-    wait_port 18082
-    wait_port 18087
-    sleep 1
-}
-
-start_floor() {
-    "$bench" floor --port 18090 --control "$work/floor.sock" 2>"$work/floor.log" &
-    pid=$! http=127.0.0.1:18090 publish=$work/floor.sock
-    wait_port 18090
-    for _ in $(seq 100); do [ -S "$work/floor.sock" ] && break; sleep 0.05; done
-}
-
-stop() {
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    sleep 1
-}
+# shellcheck source=bench/servers.sh
+source bench/servers.sh
 
 run() { # target scenario args...
     local target=$1 scenario=$2
@@ -120,38 +74,69 @@ run() { # target scenario args...
     if ! timeout 300 "$bench" "$scenario" --target "$target" --http "$http" --publish "$publish" --pid "$pid" "$@" \
         >>"$out/results.jsonl"; then
         echo "{\"scenario\":\"$scenario\",\"target\":\"$target\",\"error\":\"the run failed or timed out\"}" >>"$out/results.jsonl"
+        # What the server said, if anything (it may have exited).
+        [ -n "${log:-}" ] && [ -f "$log" ] && tail -n 5 "$log" | sed "s/^/$target log: /" >&2 || true
     fi
     tail -n 1 "$out/results.jsonl" >&2
 }
 
-for target in $targets; do
-    # A fresh server for each scenario, so one's leftovers never weigh on the next.
-    scenarios="${BENCH_SCENARIOS:-idle-sse idle-longpoll fanout throughput throughput-paced longpoll connect}"
-    # Bayeux (CometD/Faye clients) is cometbox's own: fan-out beside SSE's,
-    # and beside a plain long-poll's (the same request cycle per delivery).
-    [ "$target" = cometbox ] && [ -z "${BENCH_SCENARIOS:-}" ] && scenarios="$scenarios fanout-longpoll fanout-bayeux-longpoll fanout-bayeux-websocket"
-    case $target in
-    pushpin) scenarios="idle-sse fanout throughput throughput-paced connect" ;; # its long-poll needs a GRIP origin per request
-    floor) scenarios="fanout" ;;
+scenarios_of() { # target: what it runs, in order
+    local all="idle-sse idle-ws idle-longpoll idle-one-mailbox fanout fanout-ws fanout-longpoll throughput throughput-paced longpoll connect"
+    case $1 in
+    # Bayeux (CometD and Faye clients) is cometbox's own: its fan-out
+    # beside SSE's and the plain long-poll's.
+    cometbox) all="$all fanout-bayeux-websocket fanout-bayeux-longpoll" ;;
+    # Pushpin's long-poll needs a GRIP origin per request, and its
+    # WebSocket a WebSocket-over-HTTP origin: SSE only.
+    pushpin) all="idle-sse fanout throughput throughput-paced connect" ;;
+    # The floor only writes: it holds subscribers and fans out, no more.
+    floor) all="idle-sse idle-ws idle-longpoll idle-one-mailbox fanout fanout-ws fanout-longpoll" ;;
     esac
-    for scenario in $scenarios; do
-        "start_$target"
-        case $scenario in
-        idle-sse | idle-longpoll) run "$target" "$scenario" --n "$IDLE" ;;
-        fanout | fanout-longpoll | fanout-bayeux-longpoll | fanout-bayeux-websocket) run "$target" "$scenario" --n "$FANOUT" --messages "$MSGS" ;;
-        throughput) run "$target" throughput --n "$TP_BOXES" --messages "$TP_MSGS" ;;
-        # Latency at a load all three sustain (nchan's ceiling is near 39k
-        # msg/s in the issue, lower here): 100 publishes in flight at most.
-        throughput-paced) run "$target" throughput-paced --n "$TP_BOXES" --messages "$PACED_MSGS" --batch 100 --rate 30000 ;;
-        longpoll) run "$target" longpoll --n "$LP_CLIENTS" --messages "$LP_MSGS" ;;
-        connect) run "$target" connect --n "$CONNS" ;;
-        esac
-        stop
+    local s
+    for s in $all; do
+        case " ${BENCH_SCENARIOS:-$all} " in *" $s "*) echo "$s" ;; esac
+    done
+}
+
+one() { # target scenario: a fresh server, one run
+    local target=$1 scenario=$2
+    "start_$target"
+    case $scenario in
+    idle-*) run "$target" "$scenario" --n "$IDLE" ;;
+    fanout*) run "$target" "$scenario" --n "$FANOUT" --messages "$MSGS" ;;
+    throughput) run "$target" throughput --n "$TP_BOXES" --messages "$TP_MSGS" ;;
+    # Latency at a load all three sustain (nchan's ceiling is near 39k
+    # msg/s in the issue, lower here): 100 publishes in flight at most.
+    throughput-paced) run "$target" throughput-paced --n "$TP_BOXES" --messages "$PACED_MSGS" --batch 100 --rate 30000 ;;
+    longpoll) run "$target" longpoll --n "$LP_CLIENTS" --messages "$LP_MSGS" ;;
+    connect) run "$target" connect --n "$CONNS" ;;
+    esac
+    stop
+}
+
+headline="fanout fanout-ws fanout-longpoll fanout-bayeux-websocket fanout-bayeux-longpoll throughput longpoll"
+started=$(date +%s)
+echo "load before: $(cat /proc/loadavg)" >"$out/load.txt"
+# Once each: idle memory, the fixed rate, connection setup.
+for target in $targets; do
+    for scenario in $(scenarios_of "$target"); do
+        case " $headline " in *" $scenario "*) continue ;; esac
+        one "$target" "$scenario"
     done
 done
+# The headline scenarios, repetition by repetition over every server.
+for ((r = 1; r <= repeat; r++)); do
+    for scenario in $headline; do
+        for target in $targets; do
+            case " $(scenarios_of "$target" | tr '\n' ' ') " in *" $scenario "*) one "$target" "$scenario" ;; esac
+        done
+    done
+done
+echo "load after: $(cat /proc/loadavg)" >>"$out/load.txt"
 
 {
-    echo "Run $(basename "$out") on $(nproc) cores, $(uname -sr); quick=$quick"
+    echo "Run $(basename "$out") on $(nproc) cores, $(uname -sr); quick=$quick; repeat=$repeat;" \
+        "$(($(date +%s) - started)) s; $(tr '\n' ';' <"$out/load.txt")"
     echo
     "$bench" report "$out/results.jsonl"
 } | tee "$out/results.md"

@@ -59,6 +59,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing Python test packages"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
+# matplotlib, for bench/plot.py (the cost curves of bench/curves.sh).
+.venv/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 # Older redis-py majors, each in its own folder, for the version matrix in
 # tests/interop/test_redis_py_versions.py (8 is the .venv's own).
 for version in 5.3.1 6.4.0 7.4.1; do

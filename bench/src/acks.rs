@@ -9,12 +9,16 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::http::{now_ns, stamp};
-use super::{Args, Publisher, Target, percentile, procstat};
+use crate::Args;
+use crate::clients::percentile;
+use crate::http::{now_ns, stamp};
+use crate::procstat;
+use crate::publish::Publisher;
+use crate::target::Target;
 
 /// Publishes `a.messages` payloads of `size` bytes round-robin over
 /// `a.n` mailboxes on `connections` connections, each on its own thread.
-pub(super) fn publish_only(t: Arc<Target>, a: &Args, size: usize, connections: usize) -> Value {
+pub fn publish_only(t: Arc<Target>, a: &Args, size: usize, connections: usize) -> Value {
     let (cpu0, own0) = (procstat::cpu_seconds(t.pid), procstat::own_cpu_seconds());
     let started = Instant::now();
     let per_conn = a.messages / connections.max(1);

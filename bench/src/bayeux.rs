@@ -3,6 +3,7 @@
 //! (handshake, subscribe, then one `/meta/connect` after another on a
 //! keep-alive connection) or over WebSocket (the same messages as text
 //! frames; deliveries pushed, a new connect sent whenever one is answered).
+//! `clients::subscriber` and `clients::poller` count a failed one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,8 +12,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Shared, SubStats, Target};
+use crate::clients::{Shared, SubStats};
 use crate::http::{find_stamps, parse_head};
+use crate::target::Target;
+use crate::ws::frame as server_frame;
 
 fn post(body: &Value) -> Vec<u8> {
     let body = body.to_string();
@@ -73,12 +76,19 @@ async fn response(
     }
 }
 
-pub async fn longpoll_subscriber(t: Arc<Target>, channel: String, shared: Arc<Shared>) -> SubStats {
+/// A Bayeux long-polling client of `channel`: handshake, subscribe, then
+/// connects until `expect` stamps or stop. Each connect written counts in
+/// `shared.polls` (the first one also as ready), as `poll_client`'s polls.
+pub async fn longpoll_subscriber(
+    t: Arc<Target>,
+    channel: String,
+    expect: u64,
+    shared: Arc<Shared>,
+) -> SubStats {
     let mut stats = SubStats::default();
     let mut stop = shared.stop.clone();
     let Ok(mut s) = TcpStream::connect(t.http).await else {
         stats.failed = true;
-        shared.failed.fetch_add(1, Ordering::Relaxed);
         return stats;
     };
     let mut buf = Vec::new();
@@ -95,15 +105,17 @@ pub async fn longpoll_subscriber(t: Arc<Target>, channel: String, shared: Arc<Sh
     };
     let Some(client) = setup.await else {
         stats.failed = true;
-        shared.failed.fetch_add(1, Ordering::Relaxed);
         return stats;
     };
     let request = post(&connect(&client, false));
     let mut first = true;
-    loop {
+    let mut got = 0u64;
+    while got < expect {
         if s.write_all(&request).await.is_err() {
+            stats.failed = true;
             break;
         }
+        shared.polls.fetch_add(1, Ordering::Relaxed);
         if first {
             shared.ready.fetch_add(1, Ordering::Relaxed);
             first = false;
@@ -112,6 +124,7 @@ pub async fn longpoll_subscriber(t: Arc<Target>, channel: String, shared: Arc<Sh
             break;
         };
         find_stamps(&body, |seq, sent| {
+            got += 1;
             stats.record(&shared, &mut last, seq, sent)
         });
     }
@@ -141,32 +154,20 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 /// Takes whole server frames off the front of `buf`: (opcode, payload).
 fn frames(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut pos = 0;
-    loop {
-        let rest = &buf[pos..];
-        if rest.len() < 2 {
-            break;
-        }
-        let (len, header) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&rest[2..10]);
-                (u64::from_be_bytes(b) as usize, 10)
-            }
-            126 | 127 => break,
-            n => (n as usize, 2),
-        };
-        if rest.len() < header + len {
-            break;
-        }
-        out.push((rest[0] & 0x0f, rest[header..header + len].to_vec()));
-        pos += header + len;
+    let mut used = 0;
+    while let Some((opcode, payload, len)) = server_frame(&buf[used..]) {
+        out.push((
+            opcode,
+            buf[used + payload.start..used + payload.end].to_vec(),
+        ));
+        used += len;
     }
-    buf.drain(..pos);
+    buf.drain(..used);
     out
 }
 
+/// A Bayeux WebSocket client of `channel`, until the stop signal or close:
+/// ready once subscribed and its first connect answered.
 pub async fn websocket_subscriber(
     t: Arc<Target>,
     channel: String,
@@ -176,7 +177,6 @@ pub async fn websocket_subscriber(
     let mut stop = shared.stop.clone();
     let fail = |mut stats: SubStats| {
         stats.failed = true;
-        shared.failed.fetch_add(1, Ordering::Relaxed);
         stats
     };
     let Ok(mut s) = TcpStream::connect(t.http).await else {
