@@ -3,6 +3,7 @@
 //! real sockets. Each test file includes this with `mod common;`.
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Write};
