@@ -43,6 +43,13 @@ pub enum Phase {
     /// `Answer::Pending`); the last completion moves it to `Held`, `Stream`
     /// or `WebSocket` as the plan says.
     Attaching(Box<Attaching>),
+    /// A Bayeux request whose replies wait for the store (cluster mode: a
+    /// client publish being stored, a subscription's position being read),
+    /// named by its serial in the worker's table of waiting batches. The
+    /// last answer writes the replies (to `Head`) or carries on with the
+    /// batch's `/meta/connect` (to `Attaching` or `Held`); the poll timeout
+    /// answers 503.
+    BayeuxWaiting(u64),
     /// A long-poll held until a message arrives or the poll timeout; both
     /// answer and move back to `Head` (or `Draining`).
     Held(Held),
@@ -68,7 +75,7 @@ impl Phase {
                 crate::transport::StreamKind::Iframe => &metrics.streams_iframe,
             }),
             Phase::WebSocket(_) => Some(&metrics.websockets_open),
-            Phase::Head | Phase::Attaching(_) | Phase::Draining => None,
+            Phase::Head | Phase::Attaching(_) | Phase::BayeuxWaiting(_) | Phase::Draining => None,
         }
     }
 }

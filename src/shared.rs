@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::BackendStream;
 use crate::session::{Sessions, Wake};
-use crate::store::{Attach, Message, Outlet, Store, StoreError, Ticket};
+use crate::store::{Attach, Cursor, Message, Outlet, Store, StoreError, Ticket};
 
 /// Which pub/sub family an [`Event`] belongs to (`backend::events`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,25 +120,36 @@ impl Peer {
 }
 
 /// How a store's own threads (Redis', the disk's writer) reach the
-/// workers: their inboxes.
-pub struct PeerOutlet(pub Arc<[Peer]>);
+/// workers (their inboxes) and the Bayeux sessions.
+pub struct PeerOutlet {
+    pub peers: Arc<[Peer]>,
+    pub sessions: Arc<Sessions>,
+}
 
 impl Outlet for PeerOutlet {
     fn deliver(&self, worker: usize, messages: Vec<Arc<Message>>) {
-        if let Some(peer) = self.0.get(worker) {
+        if let Some(peer) = self.peers.get(worker) {
             peer.post(ToWorker::Deliver(messages));
         }
     }
 
     fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>) {
-        if let Some(peer) = self.0.get(worker) {
+        if let Some(peer) = self.peers.get(worker) {
             peer.post(ToWorker::Attached(ticket, result));
         }
     }
 
     fn completed(&self, worker: usize, done: Vec<(Ticket, Result<u64, StoreError>)>) {
-        if let Some(peer) = self.0.get(worker) {
+        if let Some(peer) = self.peers.get(worker) {
             peer.post(ToWorker::Published(done));
+        }
+    }
+
+    fn heard(&self, mailbox: &str, cursor: Cursor) {
+        for wake in self.sessions.on_stored(mailbox, cursor) {
+            if let Some(peer) = self.peers.get(wake.worker) {
+                peer.post(ToWorker::Wake(wake));
+            }
         }
     }
 }
@@ -249,18 +260,19 @@ pub struct Shared {
     /// with `stopping`, so the two steps share one `server.shutdown-timeout`.
     pub stop_deadline_ms: AtomicU64,
     pub started: Instant,
-    /// Bayeux sessions, whichever worker their requests land on.
-    pub sessions: Sessions,
+    /// Bayeux sessions, whichever worker their requests land on (shared
+    /// with a Redis store's threads, which find wildcard mailboxes).
+    pub sessions: Arc<Sessions>,
 }
 
 /// The session table the config asks for.
-pub fn sessions_for(config: &Config) -> Sessions {
+pub fn sessions_for(config: &Config) -> Arc<Sessions> {
     let bayeux = &config.bayeux;
-    Sessions::new(
+    Arc::new(Sessions::new(
         bayeux.max_sessions,
         bayeux.session_timeout,
         config.mailbox.poll_timeout,
-    )
+    ))
 }
 
 impl Shared {

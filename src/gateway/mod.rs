@@ -25,6 +25,7 @@ use mio::{Interest, Poll};
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
 use crate::reactor::{WAKER, Worker};
+use crate::session::Sessions;
 use crate::shared::{IpLimiter, Peer, PeerOutlet, Shared};
 use crate::store::{DiskStore, RedisStore, Store, StoreLimits};
 use acceptor::{Acceptor, Listeners, Signals};
@@ -192,9 +193,9 @@ impl Gateway {
             inboxes.push(rx);
         }
         let peers: Arc<[Peer]> = peers.into();
-        let store = open_store(&config, workers, &peers)?;
-        let (stopped, stopped_acks) = crossbeam_channel::unbounded();
         let sessions = crate::shared::sessions_for(&config);
+        let store = open_store(&config, workers, &peers, &sessions)?;
+        let (stopped, stopped_acks) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             config: arc_swap::ArcSwap::from_pointee(config),
             auth: arc_swap::ArcSwapOption::from(auth.map(Arc::new)),
@@ -269,9 +270,17 @@ impl Gateway {
 /// (its threads start here; Redis need not be up yet), else per
 /// `mailbox.store` in memory or on disk (its log is replayed here, before
 /// the gateway says it listens). The two are not combined (config check).
-fn open_store(config: &Config, workers: usize, peers: &Arc<[Peer]>) -> Result<Store, StartError> {
+fn open_store(
+    config: &Config,
+    workers: usize,
+    peers: &Arc<[Peer]>,
+    sessions: &Arc<Sessions>,
+) -> Result<Store, StartError> {
     let limits = StoreLimits::from_config(&config.mailbox);
-    let outlet = Arc::new(PeerOutlet(peers.clone()));
+    let outlet = Arc::new(PeerOutlet {
+        peers: peers.clone(),
+        sessions: sessions.clone(),
+    });
     let m = &config.mailbox;
     if let Some(addr) = &config.cluster.redis {
         let store =

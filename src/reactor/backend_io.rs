@@ -106,7 +106,8 @@ impl Worker {
     /// A store's late answers to commands run here (PUBLISH, DEL): each
     /// fills its reply slot, and each connection touched writes what
     /// became ready.
-    pub(super) fn published(&mut self, done: Vec<(Ticket, Result<u64, StoreError>)>) {
+    pub(super) fn published(&mut self, mut done: Vec<(Ticket, Result<u64, StoreError>)>) {
+        self.bayeux_published(&mut done);
         let mut touched: Vec<usize> = Vec::new();
         for (ticket, answer) in done {
             let Some(key) = self.publishing.remove(&ticket) else {

@@ -7,31 +7,15 @@ use std::sync::Arc;
 
 use super::Worker;
 use crate::conn::{Phase, Subs};
-use crate::endpoint::bayeux::{self, Connect, Plan, Then, WsSession, reply, websocket_batch};
-use crate::endpoint::{Context, Follow};
+use crate::endpoint::Follow;
+use crate::endpoint::bayeux::{self, Connect, MAX_WS_WAITING, WsSession, reply, websocket_batch};
 use crate::out::Part;
 use crate::session::{Hold, Wake};
-use crate::store::{Answer, Register};
+use crate::store::{Answer, Attach, Register};
 use crate::store::{Cursor, Message};
 use crate::transport::ReplyTo;
 
 impl Worker {
-    pub(super) fn bayeux_plan(&mut self, key: usize, ctx: &Context, plan: Plan) {
-        for published in &plan.published {
-            let mut mask = published.workers;
-            while mask != 0 {
-                let worker = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                self.outbox[worker].push(published.message.clone());
-            }
-        }
-        self.shared.wake(plan.wakes);
-        match plan.then {
-            Then::Respond(response) => self.respond(key, ctx, response),
-            Then::Connect(subscribe) => self.subscribe(key, *subscribe),
-        }
-    }
-
     /// Records where this connect is held. False (answer at once) if the
     /// session is gone, or changed its subscriptions since the connect
     /// read them (a subscribe on another worker crossed it).
@@ -145,19 +129,18 @@ impl Worker {
         let Some(session) = &ws.bayeux else {
             return true;
         };
-        let batch = match websocket_batch(text, session.token.as_deref(), &self.shared) {
+        if session.waiting >= MAX_WS_WAITING {
+            let reply =
+                br#"{"successful":false,"error":"503::too many requests waiting for the store"}"#;
+            return self.send_ws_array(key, reply);
+        }
+        let mut batch = match websocket_batch(text, session.token.as_deref(), &self.shared) {
             Ok(batch) => batch,
             Err(reply) => return self.send_ws_array(key, &reply),
         };
-        for published in &batch.published {
-            let mut mask = published.workers;
-            while mask != 0 {
-                let worker = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                self.outbox[worker].push(published.message.clone());
-            }
-        }
         let serial = session.serial;
+        // Replies that wait for the store go out when it answered.
+        self.bayeux_ws_store_calls(key, serial, &mut batch);
         let mut replies = bayeux::join(&batch.replies);
         if let Some(connect) = batch.connect {
             let hold = Hold {
@@ -208,7 +191,7 @@ impl Worker {
         self.conns.get(key).is_some_and(|c| !c.dead)
     }
 
-    fn send_ws_array(&mut self, key: usize, replies: &[u8]) -> bool {
+    pub(super) fn send_ws_array(&mut self, key: usize, replies: &[u8]) -> bool {
         let mut array = Vec::with_capacity(replies.len() + 2);
         array.push(b'[');
         array.extend_from_slice(replies);
@@ -233,7 +216,11 @@ impl Worker {
         let Phase::WebSocket(ws) = self.conns[key].phase() else {
             return;
         };
-        let Some(client) = ws.bayeux.as_ref().and_then(|b| b.client_id.clone()) else {
+        let Some(session) = ws.bayeux.as_ref() else {
+            return;
+        };
+        let serial = session.serial;
+        let Some(client) = session.client_id.clone() else {
             return;
         };
         let Some(follows) = self.shared.sessions.with(&client, |s| s.follows.clone()) else {
@@ -255,36 +242,62 @@ impl Worker {
         }
         let now = self.now();
         for (mailbox, cursor) in follows {
-            if self.conns[key].subs.follows(&mailbox) {
+            let conn = &mut self.conns[key];
+            if conn.dead || conn.subs.follows(&mailbox) {
                 continue;
+            }
+            let Phase::WebSocket(ws) = conn.phase_mut() else {
+                return;
+            };
+            let session = ws.bayeux.as_mut().expect("a Bayeux socket, checked above");
+            if session.attaching.contains(&mailbox) {
+                continue; // the store answers that one later
             }
             let answer =
                 self.shared
                     .store
                     .attach(&mailbox, Some(&cursor), self.id, Register::Always, now);
-            // The Bayeux socket is a local-store feature (docs/bayeux.md).
-            let Answer::Ready(Ok(attach)) = answer else {
-                continue;
-            };
-            if attach.missed {
-                let marker = &mut self.scratch.head;
-                marker.clear();
-                reply::write_missed_frame(&mailbox, marker);
-                if self.conns[key]
-                    .send(&mut self.counts.bytes_out, &[Part::Copy(marker)])
-                    .is_err()
-                {
-                    self.detach_one(&mailbox);
-                    return self.kill(key);
+            match answer {
+                Answer::Ready(Ok(attach)) => {
+                    if !self.bayeux_ws_follow(key, &mailbox, attach) {
+                        return;
+                    }
                 }
-            }
-            self.subscribe_local(key, &mailbox, attach.position);
-            for message in &attach.backlog {
-                if !self.send_to_stream(key, message) {
-                    return;
+                // Refused (a limit): the next sync asks again.
+                Answer::Ready(Err(_)) => {}
+                Answer::Pending(ticket) => {
+                    session.attaching.push(mailbox.clone());
+                    self.bayeux_ws_pending(ticket, key, serial, mailbox);
                 }
             }
         }
+    }
+
+    /// The socket follows `mailbox` from its attach: the missed marker if
+    /// so, then the backlog. False if the socket died.
+    pub(super) fn bayeux_ws_follow(&mut self, key: usize, mailbox: &str, attach: Attach) -> bool {
+        if attach.missed {
+            let marker = &mut self.scratch.head;
+            marker.clear();
+            reply::write_missed_frame(mailbox, marker);
+            if self.conns[key]
+                .send(&mut self.counts.bytes_out, &[Part::Copy(marker)])
+                .is_err()
+            {
+                if attach.registered {
+                    self.detach_one(mailbox);
+                }
+                self.kill(key);
+                return false;
+            }
+        }
+        self.subscribe_local(key, mailbox, attach.position);
+        for message in &attach.backlog {
+            if !self.send_to_stream(key, message) {
+                return false;
+            }
+        }
+        true
     }
 
     /// The session's cursors from what this socket delivered; the session

@@ -100,7 +100,7 @@ impl Worker {
                     self.catch_up(key, &message.mailbox);
                 }
             }
-            Phase::Head | Phase::Attaching(_) | Phase::Draining => {}
+            Phase::Head | Phase::Attaching(_) | Phase::BayeuxWaiting(_) | Phase::Draining => {}
         }
     }
 

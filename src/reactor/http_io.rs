@@ -121,7 +121,11 @@ impl Worker {
                 conn.input_waits = false;
                 self.again.push(http_token(key));
             }
-            Phase::Head | Phase::Attaching(_) | Phase::Held(_) | Phase::Stream(_) => {}
+            Phase::Head
+            | Phase::Attaching(_)
+            | Phase::BayeuxWaiting(_)
+            | Phase::Held(_)
+            | Phase::Stream(_) => {}
         }
     }
 
@@ -250,9 +254,11 @@ impl Worker {
         if conn.peer_closed {
             match conn.phase() {
                 // Nobody is left to read a held response or a stream.
-                Phase::Attaching(_) | Phase::Held(_) | Phase::Stream(_) | Phase::WebSocket(_) => {
-                    self.kill(key)
-                }
+                Phase::Attaching(_)
+                | Phase::BayeuxWaiting(_)
+                | Phase::Held(_)
+                | Phase::Stream(_)
+                | Phase::WebSocket(_) => self.kill(key),
                 // A response may still be on its way: finish it, then close.
                 Phase::Head if !conn.out.is_empty() => {
                     conn.set_phase(Phase::Draining, &self.shared.metrics);

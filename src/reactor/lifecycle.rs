@@ -90,7 +90,7 @@ impl Worker {
                 Phase::Head if writing => {
                     conn.set_phase(Phase::Draining, &self.shared.metrics);
                 }
-                Phase::Head | Phase::Attaching(_) => self.kill(key),
+                Phase::Head | Phase::Attaching(_) | Phase::BayeuxWaiting(_) => self.kill(key),
                 Phase::Draining => {}
             }
         }

@@ -17,6 +17,7 @@
 mod admission;
 mod backend_io;
 mod bayeux;
+mod bayeux_wait;
 mod delivery;
 mod events;
 mod http_io;
@@ -114,6 +115,8 @@ pub struct Worker {
     abandoned: HashMap<Ticket, String>,
     /// Backend connections whose reply waits for a store's answer.
     publishing: HashMap<Ticket, usize>,
+    /// Bayeux batches and sockets waiting for a store's answers.
+    bayeux_waits: bayeux_wait::Waits,
     date: DateCache,
     clock: Instant,
     now_ms: u64,
@@ -176,6 +179,7 @@ impl Worker {
             attaching: HashMap::new(),
             abandoned: HashMap::new(),
             publishing: HashMap::new(),
+            bayeux_waits: Default::default(),
             date: DateCache::default(),
             clock: Instant::now(),
             now_ms: 0,

@@ -61,6 +61,9 @@ impl Worker {
 
     /// A store's late answer (`ToWorker::Attached`).
     pub(super) fn attached(&mut self, ticket: Ticket, result: Result<Attach, StoreError>) {
+        let Some(result) = self.bayeux_attached(ticket, result) else {
+            return;
+        };
         let Some((key, index)) = self.attaching.remove(&ticket) else {
             // Its connection went away meanwhile: give back the registration.
             if let Some(name) = self.abandoned.remove(&ticket)

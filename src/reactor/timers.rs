@@ -166,7 +166,7 @@ impl Worker {
                     &crate::http::Cors::None,
                 );
             }
-            Phase::Attaching(_) => {
+            Phase::Attaching(_) | Phase::BayeuxWaiting(_) => {
                 // The store did not answer in time: the client retries.
                 let error = HttpError::new(
                     Status::ServiceUnavailable,

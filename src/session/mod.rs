@@ -195,24 +195,32 @@ impl Sessions {
     /// Returns the held connects to wake. Costs one atomic load per
     /// publish while no session has a wildcard.
     pub fn on_publish(&self, message: &Message) -> Vec<Wake> {
+        self.on_stored(&message.mailbox, message.cursor)
+    }
+
+    /// [`Sessions::on_publish`] from a mailbox name and the message's id:
+    /// in cluster mode, what this node hears of every node's publishes,
+    /// cached here or not.
+    pub fn on_stored(&self, mailbox: &str, cursor: Cursor) -> Vec<Wake> {
         if self.wild_count.load(Ordering::Acquire) == 0 {
             return Vec::new();
         }
-        let mailbox = &message.mailbox;
         let ids: Vec<Arc<str>> = lock(&self.wild)
             .iter()
             .filter(|(_, patterns)| patterns.iter().any(|p| p.matches(mailbox)))
             .map(|(id, _)| id.clone())
             .collect();
         let before = Cursor {
-            seq: message.cursor.seq - 1,
-            ..message.cursor
+            seq: cursor.seq.saturating_sub(1),
+            ..cursor
         };
+        let mut name: Option<Arc<str>> = None;
         let mut wakes = Vec::new();
         for id in ids {
             self.with(&id, |s| {
                 if s.cursor(mailbox).is_none() && s.follows.len() < MAX_FOLLOWS {
-                    s.follows.push((mailbox.clone(), before));
+                    let name = name.get_or_insert_with(|| mailbox.into());
+                    s.follows.push((name.clone(), before));
                     wakes.extend(s.held);
                 }
             });

@@ -201,6 +201,10 @@ pub trait Outlet: Send + Sync {
     fn attached(&self, worker: usize, ticket: Ticket, result: Result<Attach, StoreError>);
     /// Answers to PUBLISH and DEL that were `Pending`.
     fn completed(&self, worker: usize, done: Vec<(Ticket, Result<u64, StoreError>)>);
+    /// A message stored by any node, heard on the cluster subscription,
+    /// whether this node caches its mailbox or not (Bayeux wildcards find
+    /// new mailboxes here).
+    fn heard(&self, _mailbox: &str, _cursor: Cursor) {}
 }
 
 /// The store behind the one seam every worker uses.

@@ -12,9 +12,9 @@ use super::encode_command;
 
 /// A redis-server of our own.
 pub struct Redis {
-    child: Option<Child>,
+    pub child: Option<Child>,
     pub port: u16,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl Redis {

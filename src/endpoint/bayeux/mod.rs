@@ -16,19 +16,17 @@ use serde_json::{Map, Value};
 use super::{Body, Context, Follow, Outcome, Response, Subscribe};
 use crate::auth::TokenSource;
 use crate::http::{self, HttpError, Method, Request, Status, cors};
-use crate::session::Wake;
 use crate::shared::Shared;
-use crate::store::Published;
 use crate::transport::{self, ReplyTo, Transport};
 
-/// What the worker does for a Bayeux request.
+/// What the worker does for a Bayeux request: store the batch's publishes
+/// and look up its subscriptions' positions (the local store answers at
+/// once, Redis later), wake the held connects it changed, then
+/// [`Plan::finish`].
 #[derive(Debug)]
 pub struct Plan {
-    /// Client publishes, stored: announce them like a backend's.
-    pub published: Vec<Published>,
-    /// Held connects to answer now.
-    pub wakes: Vec<Wake>,
-    pub then: Then,
+    pub batch: protocol::Batch,
+    pub reply: ReplyTo,
 }
 
 #[derive(Debug)]
@@ -67,7 +65,17 @@ pub struct WsSession {
     pub token: Option<Vec<u8>>,
     /// The reply to a connect, to send at the next heartbeat.
     pub pending_connect: Option<Vec<u8>>,
+    /// Batches whose replies wait for the store (cluster mode), at most
+    /// `MAX_WS_WAITING`.
+    pub waiting: usize,
+    /// Mailboxes being attached (the store answers later): not asked twice.
+    pub attaching: Vec<Arc<str>>,
 }
+
+/// Batches one Bayeux WebSocket may have waiting for the store: a client
+/// sends a subscribe or a publish at a time, a few at most; past this its
+/// messages are refused (`503::`) until the store caught up.
+pub const MAX_WS_WAITING: usize = 16;
 
 /// Suffixes CometD appends to the URL (`appendMessageTypeToURL`).
 const SUFFIXES: [&[u8]; 7] = [
@@ -89,14 +97,6 @@ pub fn handle(
 ) -> Result<Outcome, HttpError> {
     if !SUFFIXES.contains(&rest) {
         return Err(HttpError::new(Status::NotFound, "not found"));
-    }
-    if shared.config().cluster.redis.is_some() {
-        // Sessions, wildcards and client publishes work on the local store
-        // only; docs/bayeux.md says so.
-        return Err(HttpError::new(
-            Status::NotImplemented,
-            "Bayeux is not available with cluster.redis (docs/bayeux.md)",
-        ));
     }
     match req.method() {
         Method::Options => return Ok(Outcome::Respond(preflight(ctx))),
@@ -160,53 +160,24 @@ pub fn handle(
         now: Instant::now(),
     };
     let batch = protocol::process(messages, &env);
-    let reply_to = ReplyTo {
+    let reply = ReplyTo {
         http11: ctx.http11,
         keep_alive: ctx.keep_alive,
         cors: ctx.cors.clone(),
         callback,
     };
-    let then = match batch.connect {
-        Some(connect) => {
-            let mut replies = to_json(&connect.reply);
-            for r in &batch.replies {
-                replies.push(b',');
-                replies.extend_from_slice(&to_json(r));
-            }
-            let follows = connect
-                .follows
-                .into_iter()
-                .map(|(mailbox, cursor)| Follow {
-                    mailbox: mailbox.to_string(),
-                    since: Some(cursor),
-                })
-                .collect();
-            let transport = if reply_to.callback.is_some() {
-                Transport::Jsonp
-            } else {
-                Transport::LongPoll
-            };
-            Then::Connect(Box::new(Subscribe {
-                follows,
-                transport,
-                reply: reply_to,
-                head_only: false,
-                token_expires_at: None,
-                websocket_key: None,
-                subject: None,
-                upstream: Vec::new(),
-                bayeux_ws: None,
-                bayeux: Some(Box::new(Connect {
-                    client_id: connect.client_id,
-                    serial: shared.sessions.next_serial(),
-                    replies,
-                    hold: connect.hold,
-                })),
-            }))
-        }
-        None => {
+    Ok(Outcome::Bayeux(Box::new(Plan { batch, reply })))
+}
+
+impl Plan {
+    /// The answer, once the store answered what the batch asked: a
+    /// response with the replies, or the connect to attach (reading the
+    /// session's mailboxes now, subscriptions of this batch included).
+    pub fn finish(self, shared: &Shared) -> Then {
+        let Plan { batch, reply: to } = self;
+        let Some(connect) = batch.connect else {
             let replies = join(&batch.replies);
-            let callback = reply_to.callback.as_deref();
+            let callback = to.callback.as_deref();
             let kind = if callback.is_some() {
                 reply::SCRIPT
             } else {
@@ -215,20 +186,52 @@ pub fn handle(
             let mut headers = b"Content-Type: ".to_vec();
             headers.extend_from_slice(kind);
             headers.extend_from_slice(b"\r\nCache-Control: no-cache\r\n");
-            Then::Respond(Response {
+            return Then::Respond(Response {
                 status: Status::Ok,
                 headers,
                 body: Body::Owned(reply::wrap(callback, &replies)),
                 head_only: false,
                 grants_any_origin: false,
-            })
+            });
+        };
+        let mut replies = to_json(&connect.reply);
+        for r in &batch.replies {
+            replies.push(b',');
+            replies.extend_from_slice(&to_json(r));
         }
-    };
-    Ok(Outcome::Bayeux(Box::new(Plan {
-        published: batch.published,
-        wakes: batch.wakes,
-        then,
-    })))
+        let follows = shared
+            .sessions
+            .with(&connect.client_id, |s| s.follows.clone())
+            .unwrap_or(connect.follows)
+            .into_iter()
+            .map(|(mailbox, cursor)| Follow {
+                mailbox: mailbox.to_string(),
+                since: Some(cursor),
+            })
+            .collect();
+        let transport = if to.callback.is_some() {
+            Transport::Jsonp
+        } else {
+            Transport::LongPoll
+        };
+        Then::Connect(Box::new(Subscribe {
+            follows,
+            transport,
+            reply: to,
+            head_only: false,
+            token_expires_at: None,
+            websocket_key: None,
+            subject: None,
+            upstream: Vec::new(),
+            bayeux_ws: None,
+            bayeux: Some(Box::new(Connect {
+                client_id: connect.client_id,
+                serial: shared.sessions.next_serial(),
+                replies,
+                hold: connect.hold,
+            })),
+        }))
+    }
 }
 
 /// A WebSocket for Bayeux messages: checked like the mailbox endpoint's
@@ -256,6 +259,8 @@ fn upgrade(req: &Request<'_>, ctx: &Context, shared: &Shared) -> Result<Outcome,
         serial: shared.sessions.next_serial(),
         token: found.map(|(t, _)| t.to_vec()),
         pending_connect: None,
+        waiting: 0,
+        attaching: Vec::new(),
     };
     Ok(Outcome::Subscribe(Box::new(Subscribe {
         follows: Vec::new(),

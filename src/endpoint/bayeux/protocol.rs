@@ -1,7 +1,8 @@
 //! Bayeux messages in, replies out: the meta channels and client publish,
 //! over the shared session table and the store, without sockets. A batch
 //! yields its replies (JSON objects), at most one `/meta/connect` for the
-//! worker to answer or hold, what was published (to announce) and which
+//! worker to answer or hold, what to publish and which positions to look
+//! up (the worker asks the store: a shared one answers later), and which
 //! held connects to wake.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::session::{Channel, Pattern, Session, Wake, channel};
 use crate::shared::Shared;
-use crate::store::{Answer, Cursor, Published, StoreError};
+use crate::store::{Cursor, Store};
 
 /// The connection types offered in the handshake.
 pub const CONNECTION_TYPES: [&str; 4] = [
@@ -30,8 +31,42 @@ pub struct Batch {
     /// Replies other than the connect's, each a JSON object.
     pub replies: Vec<Value>,
     pub connect: Option<ConnectReq>,
-    pub published: Vec<Published>,
+    /// Client publishes for the worker to store (a shared store answers
+    /// later); each reply says success until the store says otherwise.
+    pub publishes: Vec<ToPublish>,
+    /// Subscribed mailboxes whose position only a shared store knows: the
+    /// subscribe's reply waits for it (see [`Lookup`]).
+    pub lookups: Vec<Lookup>,
     pub wakes: Vec<Wake>,
+}
+
+/// A client publish the worker stores.
+#[derive(Debug)]
+pub struct ToPublish {
+    /// Its reply in `Batch::replies`.
+    pub reply: usize,
+    pub mailbox: Arc<str>,
+    /// The JSON text of the message's `data`.
+    pub payload: Vec<u8>,
+}
+
+/// A mailbox a session subscribed to, where it must start from the
+/// position the mailbox has *now*: in cluster mode only Redis knows it,
+/// so the subscribe is answered once Redis told, and a message published
+/// after the client saw its reply is never lost.
+#[derive(Debug)]
+pub struct Lookup {
+    /// The subscribe's reply in `Batch::replies`.
+    pub reply: usize,
+    pub client_id: Arc<str>,
+    pub mailbox: Arc<str>,
+}
+
+impl Batch {
+    /// The store must answer before the batch's replies go out.
+    pub fn waits(&self) -> bool {
+        !self.lookups.is_empty() || !self.publishes.is_empty()
+    }
 }
 
 /// A `/meta/connect` of a live session, to answer with its deliveries.
@@ -248,7 +283,17 @@ fn subscribe(
         }
     }
     let outcome = if adding {
-        add(client_id, patterns, message, env)
+        add(client_id, patterns, message, env).map(|(changed, lookups)| {
+            let reply = batch.replies.len();
+            batch
+                .lookups
+                .extend(lookups.into_iter().map(|mailbox| Lookup {
+                    reply,
+                    client_id: client_id.into(),
+                    mailbox,
+                }));
+            changed
+        })
     } else {
         env.shared
             .sessions
@@ -272,17 +317,25 @@ fn subscribe(
 
 type Changed = (Vec<Pattern>, Option<Wake>);
 
+/// The subscription is recorded; the mailboxes it names start from where
+/// they stand now: read from the local store here, or (a shared store)
+/// returned as lookups for the worker.
 fn add(
     client_id: &str,
     patterns: Vec<Pattern>,
     message: &Map<String, Value>,
     env: &Env<'_>,
-) -> Result<Changed, &'static str> {
+) -> Result<(Changed, Vec<Arc<str>>), &'static str> {
     let max = env.shared.config().bayeux.max_subscriptions;
-    let positions: Vec<(Arc<str>, Cursor)> = patterns
+    // The node's cache of Redis may lag the mailbox's real position.
+    let shared_store = matches!(env.shared.store, Store::Redis(_));
+    let positions: Vec<(Arc<str>, Option<Cursor>)> = patterns
         .iter()
         .filter_map(|p| match p {
-            Pattern::Exact(m) => Some((m.as_str().into(), env.shared.store.position(m, env.now))),
+            Pattern::Exact(m) => Some((
+                m.as_str().into(),
+                (!shared_store).then(|| env.shared.store.position(m, env.now)),
+            )),
             _ => None,
         })
         .collect();
@@ -320,12 +373,17 @@ fn add(
                     s.subs.push(p);
                 }
             }
+            let mut lookups = Vec::new();
             for (mailbox, position) in positions {
-                if s.cursor(&mailbox).is_none() {
-                    s.follows.push((mailbox, position));
+                if s.cursor(&mailbox).is_some() {
+                    continue;
+                }
+                match position {
+                    Some(position) => s.follows.push((mailbox, position)),
+                    None => lookups.push(mailbox),
                 }
             }
-            Ok((s.wild(), s.held))
+            Ok(((s.wild(), s.held), lookups))
         })
         .unwrap_or(Err("402::session_unknown"))
 }
@@ -370,27 +428,12 @@ fn publish(mailbox: &str, message: &Map<String, Value>, env: &Env<'_>, batch: &m
     }
     // A Value serialises into a Vec without fail.
     let payload = serde_json::to_vec(data).expect("JSON to a Vec");
-    // The worker only matters to a shared store's late answer, and the
-    // endpoint is off in cluster mode (docs/bayeux.md): the local store
-    // answers at once.
-    match env
-        .shared
-        .store
-        .publish(mailbox.as_bytes(), payload, env.now, 0)
-    {
-        Answer::Ready(Ok(published)) => {
-            batch
-                .wakes
-                .extend(env.shared.sessions.on_publish(&published.message));
-            batch.published.push(published);
-            ok(message, &channel, None)
-        }
-        Answer::Ready(Err(e @ StoreError::TooLarge { .. })) => {
-            error(message, Some(&channel), &format!("413::{e}"))
-        }
-        Answer::Ready(Err(e)) => error(message, Some(&channel), &format!("503::{e}")),
-        Answer::Pending(_) => error(message, Some(&channel), "503::not in cluster mode"),
-    }
+    batch.publishes.push(ToPublish {
+        reply: batch.replies.len(),
+        mailbox: mailbox.into(),
+        payload,
+    });
+    ok(message, &channel, None)
 }
 
 fn ext_token(message: &Map<String, Value>) -> Option<&[u8]> {
@@ -449,6 +492,7 @@ fn with_subscription(mut reply: Value, subscription: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Answer, Published};
 
     fn shared(extra: &str) -> Arc<Shared> {
         let config = crate::Config::parse_str(extra, std::path::Path::new("test.conf")).unwrap();
@@ -546,7 +590,7 @@ mod tests {
             json!([{"channel": "/x", "clientId": id, "data": {"a": 1}, "id": "p"}]),
         );
         assert_eq!(batch.replies[0]["error"], "403::publish not allowed");
-        assert!(batch.published.is_empty());
+        assert!(batch.publishes.is_empty());
         let s = shared("bayeux.client-publish = \"enable\"\n");
         let id = handshake(&s);
         let batch = run(
@@ -557,7 +601,8 @@ mod tests {
             batch.replies[0],
             json!({"channel": "/x/y", "successful": true, "id": "p"})
         );
-        assert_eq!(&*batch.published[0].message.payload, br#"{"a":[1,"b"]}"#);
+        assert_eq!(batch.publishes[0].payload, br#"{"a":[1,"b"]}"#);
+        assert_eq!(&*batch.publishes[0].mailbox, "x/y");
         let batch = run(&s, json!([{"channel": "/x/*", "clientId": id, "data": 1}]));
         assert_eq!(batch.replies[0]["error"], channel::INVALID);
     }

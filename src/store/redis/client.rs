@@ -266,6 +266,12 @@ impl Client {
                 seq,
                 payload,
             } => {
+                let cursor = Cursor {
+                    store: self.store_id(),
+                    generation: epoch,
+                    seq,
+                };
+                self.outlet.heard(&name, cursor);
                 let Some(span) = local.span(&name) else {
                     return;
                 };

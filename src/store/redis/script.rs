@@ -85,8 +85,10 @@ local TTL = {ttl_ms}
 local META_TTL = {meta_ttl_ms}
 local function meta_of(n) return P .. 'meta:' .. n end
 local function log_of(n) return P .. 'log:' .. n end
+-- As is_valid_name: '/' separates segments (not first, not last, not doubled).
 local function valid(n)
-  return type(n) == 'string' and #n >= 1 and #n <= 200 and string.match(n, '^[%w%._:@%-]+$') ~= nil
+  return type(n) == 'string' and #n >= 1 and #n <= 200 and string.match(n, '^[%w%._:@%-/]+$') ~= nil
+    and string.sub(n, 1, 1) ~= '/' and string.sub(n, -1) ~= '/' and string.find(n, '//', 1, true) == nil
 end
 
 -- FCALL {lib}_publish 1 mailbox payload -> {{epoch, seq}}
@@ -96,7 +98,7 @@ local function publish(keys, args)
     return redis.error_reply('ERR usage: FCALL {lib}_publish 1 mailbox payload')
   end
   if not valid(name) then
-    return redis.error_reply('ERR invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ -')
+    return redis.error_reply('ERR invalid mailbox name: use 1-200 characters of A-Z a-z 0-9 . _ : @ - and / between segments')
   end
   if #payload > MAXSIZE then
     return redis.error_reply('ERR message exceeds mailbox.max-message-size (' .. MAXSIZE .. ' bytes)')
