@@ -13,14 +13,16 @@ use crate::conn::{Phase, Subscription};
 use crate::metrics;
 use crate::out::Part;
 use crate::shared::ToWorker;
-use crate::store::{Cursor, Follows, Message};
+use crate::store::{Attach, Follows, Message};
 use crate::transport::encode::{Encoding, encoded};
 use crate::transport::{stream, ws_session};
 
 impl Worker {
-    /// Adds a registered subscriber to this worker's list for a mailbox.
-    pub(super) fn subscribe_local(&mut self, key: usize, name: &str, cursor: Cursor) {
-        let (mailbox, slot) = self.subs.add(name, key);
+    /// Adds a registered subscriber to this worker's list for a mailbox;
+    /// `attach` is the store's answer that registered it.
+    pub(super) fn subscribe_local(&mut self, key: usize, name: &str, attach: &Attach) {
+        let cursor = attach.position;
+        let (mailbox, slot) = self.subs.add(name, attach.name.as_ref(), key);
         self.conns[key].subs.push(Subscription {
             mailbox,
             cursor,

@@ -173,7 +173,7 @@ impl Worker {
         if attaches.iter().all(|a| a.registered) {
             self.announce_joins(key, &plan, &attaches);
             for (follow, attach) in plan.follows.iter().zip(&attaches) {
-                self.subscribe_local(key, &follow.mailbox, attach.position);
+                self.subscribe_local(key, &follow.mailbox, attach);
             }
             let held = Held {
                 reply: plan.reply,
@@ -317,7 +317,7 @@ impl Worker {
             kind,
             reply,
             sent: 0,
-            ends_at,
+            ends_at: ends_at.unwrap_or(u64::MAX),
         };
         self.open(key, Phase::Stream(state), &plan.follows, attaches, ends_at);
     }
@@ -344,12 +344,12 @@ impl Worker {
         {
             // On our lists first, so reaping detaches (and announces) them.
             for (follow, attach) in follows.iter().zip(&attaches) {
-                self.subscribe_local(key, &follow.mailbox, attach.position);
+                self.subscribe_local(key, &follow.mailbox, attach);
             }
             return self.kill(key);
         }
         for (follow, attach) in follows.iter().zip(&attaches) {
-            self.subscribe_local(key, &follow.mailbox, attach.position);
+            self.subscribe_local(key, &follow.mailbox, attach);
         }
         for attach in &attaches {
             for message in &attach.backlog {
@@ -416,7 +416,7 @@ impl Worker {
             WsState::new(ends_at)
         };
         drop(config);
-        let phase = Phase::WebSocket(Box::new(state));
+        let phase = Phase::WebSocket(state);
         self.announce_joins(key, &plan, &attaches);
         self.open(key, phase, &plan.follows, attaches, ends_at);
     }

@@ -182,16 +182,16 @@ impl Worker {
             }
             Phase::Held(_) => return self.answer_timeout(key),
             Phase::Stream(stream) => {
-                if stream.ends_at.is_some_and(|end| end <= now) {
+                if stream.ends_at <= now {
                     return self.end_stream(key);
                 }
                 self.scratch.head.clear();
                 let beat = stream::heartbeat(stream.kind);
                 stream::chunk_into(&mut self.scratch.head, beat, stream.reply.http11);
-                next = next.min(stream.ends_at.unwrap_or(u64::MAX));
+                next = next.min(stream.ends_at);
             }
             Phase::WebSocket(ws) => {
-                if ws.ends_at.is_some_and(|end| end <= now) {
+                if ws.ends_at <= now {
                     return self.end_stream(key);
                 }
                 if ws.ping_outstanding {
@@ -200,7 +200,7 @@ impl Worker {
                 }
                 self.scratch.head.clear();
                 ws_session::write_ping(ws, &mut self.scratch.head);
-                next = next.min(ws.ends_at.unwrap_or(u64::MAX));
+                next = next.min(ws.ends_at);
             }
             Phase::Draining => return self.kill(key),
         }

@@ -197,7 +197,8 @@ fn close_code_allowed(code: u16) -> bool {
 #[derive(Default)]
 struct Utf8Validator {
     partial: [u8; 3],
-    partial_len: usize,
+    /// At most 3 (a `u8`, so an open message costs 16 bytes).
+    partial_len: u8,
 }
 
 impl Utf8Validator {
@@ -208,7 +209,7 @@ impl Utf8Validator {
         if self.partial_len > 0 {
             // Give the carried start up to 4 bytes in all: enough to either
             // finish its character or prove it invalid.
-            let have = self.partial_len;
+            let have = usize::from(self.partial_len);
             let take = rest.len().min(4 - have);
             let mut joined = [0; 4];
             joined[..have].copy_from_slice(&self.partial[..have]);
@@ -238,7 +239,7 @@ impl Utf8Validator {
     /// a valid start of one character, which is at most 3 bytes.
     fn keep(&mut self, start: &[u8]) -> bool {
         self.partial[..start.len()].copy_from_slice(start);
-        self.partial_len = start.len();
+        self.partial_len = start.len() as u8;
         true
     }
 
@@ -263,8 +264,8 @@ struct Header {
 struct Payload {
     remaining: u64,
     mask: [u8; 4],
-    /// Where in the mask's 4-byte cycle the next payload byte falls.
-    mask_offset: usize,
+    /// Where in the mask's 4-byte cycle the next payload byte falls (0–3).
+    mask_offset: u8,
     fin: bool,
 }
 
@@ -291,16 +292,25 @@ struct Message {
 /// Decodes client frames. Call `decode` with the unconsumed input until it
 /// returns `Ok((0, None))`, keep what is left for the next read, and stop
 /// after a `Close` event or a `Violation`.
+///
+/// It lives inline in every WebSocket connection's state, so it is kept to
+/// 48 bytes: what only `mailbox.upstream` needs is behind one pointer.
 pub struct InboundDecoder {
     max_message_size: usize,
     frame: Frame,
     /// Set while a message is open; it outlives frames when fragmented.
     /// Whenever `frame` is `Payload`, this is `Some`.
     message: Option<Message>,
-    /// Keep text messages (`mailbox.upstream`): `text` collects the open
-    /// one, `done` holds the last complete one until taken.
-    keep_text: bool,
-    text: Vec<u8>,
+    /// Set when text messages are kept (`mailbox.upstream`).
+    kept: Option<Box<KeptText>>,
+}
+
+/// The text of client messages, for a decoder that keeps it.
+#[derive(Default)]
+struct KeptText {
+    /// The open message's text so far.
+    open: Vec<u8>,
+    /// The last complete one, until taken.
     done: Option<Vec<u8>>,
 }
 
@@ -310,23 +320,21 @@ impl InboundDecoder {
             max_message_size,
             frame: Frame::Header,
             message: None,
-            keep_text: false,
-            text: Vec::new(),
-            done: None,
+            kept: None,
         }
     }
 
     /// Keep the text of each text message, for [`InboundDecoder::take_text`]
     /// (binary messages are still dropped unread).
     pub fn keeping_text(mut self) -> Self {
-        self.keep_text = true;
+        self.kept = Some(Box::default());
         self
     }
 
     /// The text of the message the last [`Inbound::Message`] reported, if
     /// it was a text message and text is kept.
     pub fn take_text(&mut self) -> Option<Vec<u8>> {
-        self.done.take()
+        self.kept.as_mut()?.done.take()
     }
 
     /// Consumes a prefix of `buf` (unmasking in place where it needs to look
@@ -465,15 +473,15 @@ impl InboundDecoder {
         let piece = &mut buf[..take];
         if message.opcode == Opcode::Text {
             // Binary payloads are dropped unread, so only text is unmasked.
-            unmask(piece, payload.mask, payload.mask_offset);
+            unmask(piece, payload.mask, usize::from(payload.mask_offset));
             if !message.utf8.feed(piece) {
                 return violation(CLOSE_INVALID_DATA, "text message is not UTF-8");
             }
-            if self.keep_text {
-                self.text.extend_from_slice(piece);
+            if let Some(kept) = self.kept.as_mut() {
+                kept.open.extend_from_slice(piece);
             }
         }
-        payload.mask_offset = (payload.mask_offset + take) % 4;
+        payload.mask_offset = ((usize::from(payload.mask_offset) + take) % 4) as u8;
         payload.remaining -= take as u64;
         if payload.remaining > 0 {
             self.frame = Frame::Payload(payload);
@@ -485,8 +493,10 @@ impl InboundDecoder {
         if message.opcode == Opcode::Text && !message.utf8.is_complete() {
             return violation(CLOSE_INVALID_DATA, "text message ends inside a character");
         }
-        if self.keep_text && message.opcode == Opcode::Text {
-            self.done = Some(std::mem::take(&mut self.text));
+        if let Some(kept) = self.kept.as_mut()
+            && message.opcode == Opcode::Text
+        {
+            kept.done = Some(std::mem::take(&mut kept.open));
         }
         self.message = None;
         Ok((take, Some(Inbound::Message)))

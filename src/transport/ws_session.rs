@@ -21,6 +21,9 @@ pub struct Upstream {
     pub received: Vec<Vec<u8>>,
 }
 
+/// Held inline in the connection's phase (no allocation per WebSocket), so
+/// it is kept within the size of a stream's state: what few sessions need
+/// (an owed pong, `mailbox.upstream`) is behind thin pointers.
 pub struct WsState {
     pub decoder: InboundDecoder,
     /// A ping of ours is unanswered; the next heartbeat without any frame
@@ -29,12 +32,15 @@ pub struct WsState {
     /// The peer's most recent ping, not answered yet because output was
     /// queued. RFC 6455 5.5.3 lets an endpoint answer only the latest ping,
     /// so a flood of pings from a peer that never reads costs one pong.
-    pub pong_owed: Option<Box<[u8]>>,
+    /// A boxed `Vec` is one pointer where a boxed slice is two.
+    #[allow(clippy::box_collection)]
+    pub pong_owed: Option<Box<Vec<u8>>>,
     /// Message bytes sent, for `mailbox.stream-max-bytes`.
     pub sent: u64,
     /// When the connection ends by itself (stream-max-duration or the
-    /// token's expiry), in ms on the worker clock.
-    pub ends_at: Option<u64>,
+    /// token's expiry), in ms on the worker clock; `u64::MAX`, the worker's
+    /// "no deadline", when never.
+    pub ends_at: u64,
     /// Set when client messages go upstream.
     pub upstream: Option<Box<Upstream>>,
 }
@@ -46,7 +52,7 @@ impl WsState {
             ping_outstanding: false,
             pong_owed: None,
             sent: 0,
-            ends_at,
+            ends_at: ends_at.unwrap_or(u64::MAX),
             upstream: None,
         }
     }
@@ -156,7 +162,7 @@ pub fn read_frames(ws: &mut WsState, buf: &mut [u8], out: &mut Vec<u8>) -> (usiz
                 pos += n;
                 ws.ping_outstanding = false;
                 match event {
-                    Some(Inbound::Ping(payload)) => ws.pong_owed = Some(payload.into()),
+                    Some(Inbound::Ping(payload)) => ws.pong_owed = Some(Box::new(payload)),
                     Some(Inbound::Message) => {
                         if let (Some(text), Some(up)) = (ws.decoder.take_text(), &mut ws.upstream) {
                             up.received.push(text);
