@@ -117,7 +117,7 @@ impl Worker {
             return;
         };
         if matches!(conn.phase(), Phase::WebSocket(ws)
-            if ws.bayeux.as_ref().is_some_and(|b| b.serial == wake.serial))
+            if ws.bayeux().is_some_and(|b| b.serial == wake.serial))
         {
             return self.bayeux_ws_sync(wake.key);
         }
@@ -142,7 +142,7 @@ impl Worker {
         let Phase::WebSocket(ws) = self.conns[key].phase() else {
             return false;
         };
-        let Some(session) = &ws.bayeux else {
+        let Some(session) = ws.bayeux() else {
             return true;
         };
         let batch = match websocket_batch(text, session.token.as_deref(), &self.shared) {
@@ -176,7 +176,7 @@ impl Worker {
             let Phase::WebSocket(ws) = conn.phase_mut() else {
                 unreachable!("matched above")
             };
-            let session = ws.bayeux.as_mut().expect("matched above");
+            let session = ws.bayeux_mut().expect("matched above");
             if session.client_id.as_ref() != Some(&connect.client_id) {
                 session.client_id = Some(connect.client_id);
             }
@@ -233,7 +233,7 @@ impl Worker {
         let Phase::WebSocket(ws) = self.conns[key].phase() else {
             return;
         };
-        let Some(client) = ws.bayeux.as_ref().and_then(|b| b.client_id.clone()) else {
+        let Some(client) = ws.bayeux().and_then(|b| b.client_id.clone()) else {
             return;
         };
         let Some(follows) = self.shared.sessions.with(&client, |s| s.follows.clone()) else {
@@ -278,7 +278,7 @@ impl Worker {
                     return self.kill(key);
                 }
             }
-            self.subscribe_local(key, &mailbox, attach.position);
+            self.subscribe_local(key, &mailbox, &attach);
             for message in &attach.backlog {
                 if !self.send_to_stream(key, message) {
                     return;
@@ -314,7 +314,7 @@ impl Worker {
         let Phase::WebSocket(ws) = conn.phase() else {
             return;
         };
-        let Some(session) = &ws.bayeux else {
+        let Some(session) = ws.bayeux() else {
             return;
         };
         let Some(client) = &session.client_id else {
