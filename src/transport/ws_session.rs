@@ -281,6 +281,30 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_session_holds_no_chunk_once_its_pong_is_written() {
+        let mut ws = WsState::new(None);
+        let mut input = [frame(0x9, b"p"), frame(0x1, b"dropped")].concat();
+        let (mut out, mut texts) = (Vec::new(), Vec::new());
+        read_frames(&mut ws, &mut input, &mut out, &mut texts);
+        assert!(texts.is_empty(), "a plain session keeps no text");
+        assert!(ws.extras.is_some());
+        assert!(ws.take_pong(&mut out));
+        assert!(ws.extras.is_none());
+        // A session that talks keeps its chunk: the pong shares it.
+        let upstream = Upstream {
+            mailboxes: vec![],
+            subject: None,
+            multiplexed: false,
+        };
+        let mut ws = WsState::with_upstream(None, upstream, 1024);
+        let mut input = [frame(0x9, b"p"), frame(0x1, b"kept")].concat();
+        read_frames(&mut ws, &mut input, &mut out, &mut texts);
+        assert_eq!(texts, [b"kept".to_vec()]);
+        assert!(ws.take_pong(&mut out));
+        assert!(ws.upstream().is_some() && ws.bayeux().is_none());
+    }
+
+    #[test]
     fn close_is_echoed_and_violations_answered_with_their_code() {
         let mut ws = WsState::new(None);
         let mut input = frame(0x8, &4000u16.to_be_bytes());
