@@ -9,45 +9,91 @@ use std::sync::Arc;
 
 #[derive(Default)]
 pub struct Subscribers {
-    lists: HashMap<Arc<str>, Vec<u32>>,
+    /// Keyed by the store's own `Arc` of the name when it lends one, so a
+    /// mailbox's name is allocated once for the store, this list and every
+    /// subscription.
+    lists: HashMap<Arc<str>, Keys>,
+}
+
+/// One mailbox's subscribers on this worker. Most mailboxes have a single
+/// one (a user's own mailbox): it is kept inline, so such an entry costs no
+/// allocation; longer lists are boxed so that every entry of the map stays
+/// 16 bytes.
+enum Keys {
+    One(u32),
+    /// Two or more; back to `One` when one is left.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<u32>>),
+}
+
+impl Keys {
+    /// Appends `key`; returns its slot.
+    fn push(&mut self, key: u32) -> u32 {
+        match self {
+            Keys::One(first) => {
+                *self = Keys::Many(Box::new(vec![*first, key]));
+                1
+            }
+            Keys::Many(list) => {
+                list.push(key);
+                (list.len() - 1) as u32
+            }
+        }
+    }
 }
 
 impl Subscribers {
     /// Adds connection `key` to `name`'s list: returns the shared name and
-    /// the slot the subscription must remember.
-    pub fn add(&mut self, name: &str, key: usize) -> (Arc<str>, u32) {
-        let mailbox = match self.lists.get_key_value(name) {
-            Some((mailbox, _)) => mailbox.clone(),
-            None => {
-                let mailbox: Arc<str> = Arc::from(name);
-                self.lists.insert(mailbox.clone(), Vec::new());
-                mailbox
-            }
-        };
-        let list = self.lists.get_mut(name).expect("present");
-        list.push(key as u32);
-        (mailbox, (list.len() - 1) as u32)
+    /// the slot the subscription must remember. `shared` is the store's
+    /// `Arc` of the name, used for a new list instead of a copy.
+    pub fn add(&mut self, name: &str, shared: Option<&Arc<str>>, key: usize) -> (Arc<str>, u32) {
+        let key = key as u32;
+        if let Some((mailbox, _)) = self.lists.get_key_value(name) {
+            let mailbox = mailbox.clone();
+            let slot = self.lists.get_mut(name).expect("present").push(key);
+            return (mailbox, slot);
+        }
+        let mailbox = shared.cloned().unwrap_or_else(|| Arc::from(name));
+        self.lists.insert(mailbox.clone(), Keys::One(key));
+        (mailbox, 0)
     }
 
     /// Removes the connection at `slot` of `name`'s list. Returns the key
     /// that moved into `slot` (its subscription must learn its new slot).
     pub fn remove(&mut self, name: &str, slot: u32, key: usize) -> Option<u32> {
-        let list = self.lists.get_mut(name)?;
+        let keys = self.lists.get_mut(name)?;
         let slot = slot as usize;
-        debug_assert_eq!(list[slot], key as u32, "a subscription knows its slot");
-        list.swap_remove(slot);
-        let moved = list.get(slot).copied();
-        if list.is_empty() {
-            self.lists.remove(name);
+        match keys {
+            Keys::One(only) => {
+                debug_assert_eq!(
+                    (*only, slot),
+                    (key as u32, 0),
+                    "a subscription knows its slot"
+                );
+                self.lists.remove(name);
+                None
+            }
+            Keys::Many(list) => {
+                debug_assert_eq!(list[slot], key as u32, "a subscription knows its slot");
+                list.swap_remove(slot);
+                let moved = list.get(slot).copied();
+                if let [last] = list[..] {
+                    *keys = Keys::One(last);
+                }
+                moved
+            }
         }
-        moved
     }
 
     /// Copies the keys subscribed to `name` into `out` (cleared first).
     pub fn keys_into(&self, name: &str, out: &mut Vec<u32>) -> bool {
         out.clear();
         match self.lists.get(name) {
-            Some(list) => {
+            Some(Keys::One(key)) => {
+                out.push(*key);
+                true
+            }
+            Some(Keys::Many(list)) => {
                 out.extend_from_slice(list);
                 true
             }
@@ -67,9 +113,9 @@ mod tests {
     #[test]
     fn removal_reports_the_key_that_moved_into_the_slot() {
         let mut subs = Subscribers::default();
-        let (_, a) = subs.add("box", 10);
-        let (_, b) = subs.add("box", 11);
-        let (_, c) = subs.add("box", 12);
+        let (_, a) = subs.add("box", None, 10);
+        let (_, b) = subs.add("box", None, 11);
+        let (_, c) = subs.add("box", None, 12);
         assert_eq!((a, b, c), (0, 1, 2));
         assert_eq!(subs.remove("box", a, 10), Some(12));
         let mut keys = Vec::new();

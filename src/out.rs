@@ -55,9 +55,17 @@ impl Chunk {
 }
 
 /// Output that the socket has not taken yet. Empty (and unallocated) in the
-/// common case where the kernel takes everything at once.
+/// common case where the kernel takes everything at once: one null pointer
+/// in every connection (the slab holds tens of thousands), the queue itself
+/// only in the few whose socket is full.
 #[derive(Default)]
 pub struct OutQueue {
+    waiting: Option<Box<Waiting>>,
+}
+
+/// What a full socket left behind; never empty while it exists.
+#[derive(Default)]
+struct Waiting {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     offset: usize,
@@ -74,18 +82,18 @@ pub const MAX_PARTS: usize = MAX_IOV;
 
 impl OutQueue {
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.waiting.is_none()
     }
 
     pub fn pending_bytes(&self) -> usize {
-        self.pending
+        self.waiting.as_ref().map_or(0, |w| w.pending)
     }
 
     /// Writes `parts` now if nothing is queued, and queues what the socket
     /// did not take (or everything, behind what is already queued). An error
     /// means the peer is gone.
     pub fn send<W: Write>(&mut self, sock: &mut W, parts: &[Part<'_>]) -> io::Result<()> {
-        if self.chunks.is_empty() {
+        if self.waiting.is_none() {
             // Callers pass a handful of parts (head, prefix, shared body, suffix).
             assert!(parts.len() <= MAX_IOV, "too many parts for one write");
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
@@ -128,30 +136,38 @@ impl OutQueue {
         if len == 0 {
             return;
         }
+        let waiting = self.waiting.get_or_insert_default();
         let chunk = match part {
             Part::Copy(b) => Chunk::Owned(b[skip..].to_vec()),
             Part::Static(b) => Chunk::Static(&b[skip..]),
             Part::Shared(b) => {
-                if self.chunks.is_empty() {
-                    self.offset = skip;
+                if waiting.chunks.is_empty() {
+                    waiting.offset = skip;
                 } else {
                     debug_assert_eq!(skip, 0, "only the front chunk can be partly written");
                 }
                 Chunk::Shared(Arc::clone(b))
             }
         };
-        self.pending += len;
-        self.chunks.push_back(chunk);
+        waiting.pending += len;
+        waiting.chunks.push_back(chunk);
     }
 
     /// Writes as much of the queue as the socket takes. Ok(true) when empty.
     pub fn flush<W: Write>(&mut self, sock: &mut W) -> io::Result<bool> {
-        while !self.chunks.is_empty() {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Ok(true);
+        };
+        while !waiting.chunks.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            for (i, chunk) in self.chunks.iter().take(MAX_IOV).enumerate() {
+            for (i, chunk) in waiting.chunks.iter().take(MAX_IOV).enumerate() {
                 let bytes = chunk.bytes();
-                iov[i] = IoSlice::new(if i == 0 { &bytes[self.offset..] } else { bytes });
+                iov[i] = IoSlice::new(if i == 0 {
+                    &bytes[waiting.offset..]
+                } else {
+                    bytes
+                });
                 n += 1;
             }
             let mut written = match sock.write_vectored(&iov[..n]) {
@@ -161,21 +177,21 @@ impl OutQueue {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.pending -= written;
+            waiting.pending -= written;
             while written > 0 {
-                let front_left = self.chunks[0].bytes().len() - self.offset;
+                let front_left = waiting.chunks[0].bytes().len() - waiting.offset;
                 if written >= front_left {
                     written -= front_left;
-                    self.chunks.pop_front();
-                    self.offset = 0;
+                    waiting.chunks.pop_front();
+                    waiting.offset = 0;
                 } else {
-                    self.offset += written;
+                    waiting.offset += written;
                     written = 0;
                 }
             }
         }
-        // Give back the ring buffer: an idle connection holds no allocation.
-        self.chunks = VecDeque::new();
+        // Give the queue back: an idle connection holds no allocation.
+        self.waiting = None;
         Ok(true)
     }
 }
@@ -282,7 +298,7 @@ pub(crate) mod tests {
         q.send(&mut sock, &[Part::Copy(b"a"), Part::Shared(&shared)])
             .unwrap();
         assert!(q.is_empty());
-        assert_eq!(q.chunks.capacity(), 0);
+        assert!(q.waiting.is_none());
     }
 
     #[test]
@@ -300,6 +316,7 @@ pub(crate) mod tests {
         }
         assert_eq!(q.pending_bytes(), 100 * (8192 + 4096));
         assert_eq!(Arc::strong_count(&shared), 101);
-        assert!(q.chunks.iter().all(|c| !matches!(c, Chunk::Owned(_))));
+        let waiting = q.waiting.as_ref().expect("queued");
+        assert!(waiting.chunks.iter().all(|c| !matches!(c, Chunk::Owned(_))));
     }
 }

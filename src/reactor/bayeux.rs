@@ -101,7 +101,7 @@ impl Worker {
             return;
         };
         if matches!(conn.phase(), Phase::WebSocket(ws)
-            if ws.bayeux.as_ref().is_some_and(|b| b.serial == wake.serial))
+            if ws.bayeux().is_some_and(|b| b.serial == wake.serial))
         {
             return self.bayeux_ws_sync(wake.key);
         }
@@ -126,7 +126,7 @@ impl Worker {
         let Phase::WebSocket(ws) = self.conns[key].phase() else {
             return false;
         };
-        let Some(session) = &ws.bayeux else {
+        let Some(session) = ws.bayeux() else {
             return true;
         };
         if session.waiting >= MAX_WS_WAITING {
@@ -159,7 +159,7 @@ impl Worker {
             let Phase::WebSocket(ws) = conn.phase_mut() else {
                 unreachable!("matched above")
             };
-            let session = ws.bayeux.as_mut().expect("matched above");
+            let session = ws.bayeux_mut().expect("matched above");
             if session.client_id.as_ref() != Some(&connect.client_id) {
                 session.client_id = Some(connect.client_id);
             }
@@ -216,7 +216,7 @@ impl Worker {
         let Phase::WebSocket(ws) = self.conns[key].phase() else {
             return;
         };
-        let Some(session) = ws.bayeux.as_ref() else {
+        let Some(session) = ws.bayeux() else {
             return;
         };
         let serial = session.serial;
@@ -249,7 +249,7 @@ impl Worker {
             let Phase::WebSocket(ws) = conn.phase_mut() else {
                 return;
             };
-            let session = ws.bayeux.as_mut().expect("a Bayeux socket, checked above");
+            let session = ws.bayeux_mut().expect("a Bayeux socket, checked above");
             if session.attaching.contains(&mailbox) {
                 continue; // the store answers that one later
             }
@@ -291,7 +291,7 @@ impl Worker {
                 return false;
             }
         }
-        self.subscribe_local(key, mailbox, attach.position);
+        self.subscribe_local(key, mailbox, &attach);
         for message in &attach.backlog {
             if !self.send_to_stream(key, message) {
                 return false;
@@ -327,7 +327,7 @@ impl Worker {
         let Phase::WebSocket(ws) = conn.phase() else {
             return;
         };
-        let Some(session) = &ws.bayeux else {
+        let Some(session) = ws.bayeux() else {
             return;
         };
         let Some(client) = &session.client_id else {

@@ -137,7 +137,7 @@ impl Worker {
             },
         );
         if let Phase::WebSocket(ws) = self.conns[key].phase_mut()
-            && let Some(session) = &mut ws.bayeux
+            && let Some(session) = ws.bayeux_mut()
         {
             session.waiting += 1;
         }
@@ -337,7 +337,7 @@ impl Worker {
                 let Phase::WebSocket(ws) = conn.phase_mut() else {
                     return;
                 };
-                let Some(session) = ws.bayeux.as_mut().filter(|b| b.serial == ws_serial) else {
+                let Some(session) = ws.bayeux_mut().filter(|b| b.serial == ws_serial) else {
                     return; // the slot holds another connection now
                 };
                 session.waiting = session.waiting.saturating_sub(1);
@@ -378,7 +378,7 @@ impl Worker {
         let registered = result.as_ref().is_ok_and(|a| a.registered);
         let client = match self.conns.get_mut(key).filter(|c| !c.dead) {
             Some(conn) => match conn.phase_mut() {
-                Phase::WebSocket(ws) => match ws.bayeux.as_mut() {
+                Phase::WebSocket(ws) => match ws.bayeux_mut() {
                     Some(session) if session.serial == serial => {
                         session.attaching.retain(|m| *m != mailbox);
                         session.client_id.clone()

@@ -13,14 +13,16 @@ use crate::conn::{Phase, Subscription};
 use crate::metrics;
 use crate::out::Part;
 use crate::shared::ToWorker;
-use crate::store::{Cursor, Follows, Message};
+use crate::store::{Attach, Follows, Message};
 use crate::transport::encode::{Encoding, encoded};
 use crate::transport::{stream, ws_session};
 
 impl Worker {
-    /// Adds a registered subscriber to this worker's list for a mailbox.
-    pub(super) fn subscribe_local(&mut self, key: usize, name: &str, cursor: Cursor) {
-        let (mailbox, slot) = self.subs.add(name, key);
+    /// Adds a registered subscriber to this worker's list for a mailbox;
+    /// `attach` is the store's answer that registered it.
+    pub(super) fn subscribe_local(&mut self, key: usize, name: &str, attach: &Attach) {
+        let cursor = attach.position;
+        let (mailbox, slot) = self.subs.add(name, attach.name.as_ref(), key);
         self.conns[key].subs.push(Subscription {
             mailbox,
             cursor,
@@ -36,7 +38,7 @@ impl Worker {
             return;
         }
         if let Phase::WebSocket(ws) = self.conns[key].phase()
-            && let Some(session) = &ws.bayeux
+            && let Some(session) = ws.bayeux()
         {
             // A Bayeux socket ends: its session keeps where it stood.
             self.bayeux_ws_write_back(session, &subs);
@@ -122,7 +124,7 @@ impl Worker {
             marker.clear();
             let name = named.then_some(&**mailbox);
             match conn.phase() {
-                Phase::WebSocket(ws) if ws.bayeux.is_some() => {
+                Phase::WebSocket(ws) if ws.bayeux().is_some() => {
                     crate::endpoint::bayeux::reply::write_missed_frame(mailbox, marker)
                 }
                 Phase::WebSocket(_) => ws_session::write_missed(name, marker),
@@ -165,7 +167,7 @@ impl Worker {
         }
         let named = conn.subs.is_multiplexed();
         let result = match conn.phase() {
-            Phase::WebSocket(ws) if ws.bayeux.is_some() => conn.send(
+            Phase::WebSocket(ws) if ws.bayeux().is_some() => conn.send(
                 &mut self.counts.bytes_out,
                 &[Part::Shared(encoded(message, Encoding::BayeuxWsFrame))],
             ),

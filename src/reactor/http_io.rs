@@ -172,7 +172,7 @@ impl Worker {
             self.read_scratch = scratch;
         }
         let conn = &mut self.conns[key];
-        let mut buf = std::mem::take(&mut conn.inbuf);
+        let mut buf = conn.inbuf.take();
         let cfg = &self.shared.config().server;
         let limit = cfg.max_request_header_size + cfg.max_request_body_size + READ_CHUNK;
         let mut eof = false;
@@ -223,7 +223,7 @@ impl Worker {
             && !conn.dead
             && !tail.is_empty()
         {
-            conn.inbuf = tail.to_vec();
+            conn.inbuf.put(tail.to_vec());
             if matches!(conn.phase(), Phase::Head) && conn.out.is_empty() {
                 // The first bytes of a request: the header timeout runs from here.
                 self.set_deadline(key, header_timeout);
@@ -283,10 +283,7 @@ impl Worker {
             && !conn.dead
         {
             buf.drain(..consumed);
-            if buf.is_empty() {
-                buf = Vec::new(); // idle connections hold no buffer
-            }
-            conn.inbuf = buf;
+            conn.inbuf.put(buf); // idle connections hold no buffer
         }
     }
 
@@ -374,7 +371,7 @@ impl Worker {
         if conn.dead || conn.inbuf.is_empty() || !matches!(conn.phase(), Phase::Head) {
             return;
         }
-        let mut buf = std::mem::take(&mut conn.inbuf);
+        let mut buf = conn.inbuf.take();
         let consumed = self.consume_input(key, &mut buf);
         self.restore_input(key, buf, consumed);
     }

@@ -84,6 +84,9 @@ struct Scratch {
     cursor: Vec<u8>,
     poll: longpoll::Scratch,
     bayeux: crate::endpoint::bayeux::reply::Scratch,
+    /// A WebSocket read's complete text messages (upstream, Bayeux): kept
+    /// here, not in each connection, since they are handled at once.
+    texts: Vec<Vec<u8>>,
 }
 
 pub struct Worker {

@@ -183,7 +183,7 @@ impl Worker {
         {
             self.announce_joins(key, &plan, &attaches);
             for (follow, attach) in plan.follows.iter().zip(&attaches) {
-                self.subscribe_local(key, &follow.mailbox, attach.position);
+                self.subscribe_local(key, &follow.mailbox, attach);
             }
             let held = Held {
                 reply: plan.reply,
@@ -348,7 +348,7 @@ impl Worker {
             kind,
             reply,
             sent: 0,
-            ends_at,
+            ends_at: ends_at.unwrap_or(u64::MAX),
         };
         self.open(key, Phase::Stream(state), &plan.follows, attaches, ends_at);
     }
@@ -375,12 +375,12 @@ impl Worker {
         {
             // On our lists first, so reaping detaches (and announces) them.
             for (follow, attach) in follows.iter().zip(&attaches) {
-                self.subscribe_local(key, &follow.mailbox, attach.position);
+                self.subscribe_local(key, &follow.mailbox, attach);
             }
             return self.kill(key);
         }
         for (follow, attach) in follows.iter().zip(&attaches) {
-            self.subscribe_local(key, &follow.mailbox, attach.position);
+            self.subscribe_local(key, &follow.mailbox, attach);
         }
         for attach in &attaches {
             for message in &attach.backlog {
@@ -436,7 +436,7 @@ impl Worker {
         let ends_at = self.stream_end(expires_at);
         let config = self.shared.config();
         let state = if let Some(session) = plan.bayeux_ws.take() {
-            WsState::with_bayeux(ends_at, session)
+            WsState::with_bayeux(ends_at, *session)
         } else if config.mailbox.upstream {
             let upstream = ws_session::Upstream {
                 mailboxes: plan.upstream.clone(),
@@ -448,7 +448,7 @@ impl Worker {
             WsState::new(ends_at)
         };
         drop(config);
-        let phase = Phase::WebSocket(Box::new(state));
+        let phase = Phase::WebSocket(state);
         self.announce_joins(key, &plan, &attaches);
         self.open(key, phase, &plan.follows, attaches, ends_at);
     }
@@ -459,26 +459,29 @@ impl Worker {
             return buf.len(); // closed: the rest is moot
         };
         self.scratch.head.clear();
-        let (used, step) = ws_session::read_frames(ws, buf, &mut self.scratch.head);
-        let texts = std::mem::take(&mut ws.texts);
+        let mut texts = std::mem::take(&mut self.scratch.texts);
+        let (used, step) = ws_session::read_frames(ws, buf, &mut self.scratch.head, &mut texts);
         if !texts.is_empty() {
-            if let Some(up) = ws.upstream.as_ref() {
+            if let Some(up) = ws.upstream() {
                 let (mailboxes, subject, multiplexed) =
                     (up.mailboxes.clone(), up.subject.clone(), up.multiplexed);
                 for text in &texts {
                     self.upstream_message(&mailboxes, subject.as_deref(), multiplexed, text);
                 }
-            } else if ws.bayeux.is_some() && step == Step::NeedMore {
+            } else if ws.bayeux().is_some() && step == Step::NeedMore {
                 // A pong owed goes out after the replies; both are in order.
-                for text in texts {
+                for text in texts.drain(..) {
                     if !self.bayeux_ws_text(key, &text) {
                         return buf.len();
                     }
                 }
+                self.scratch.texts = texts;
                 self.after_io(key);
                 return used;
             }
+            texts.clear();
         }
+        self.scratch.texts = texts;
         let conn = &mut self.conns[key];
         match step {
             // An owed pong goes out now if nothing is queued ahead of it.

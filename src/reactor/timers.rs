@@ -182,16 +182,16 @@ impl Worker {
             }
             Phase::Held(_) => return self.answer_timeout(key),
             Phase::Stream(stream) => {
-                if stream.ends_at.is_some_and(|end| end <= now) {
+                if stream.ends_at <= now {
                     return self.end_stream(key);
                 }
                 self.scratch.head.clear();
                 let beat = stream::heartbeat(stream.kind);
                 stream::chunk_into(&mut self.scratch.head, beat, stream.reply.http11);
-                next = next.min(stream.ends_at.unwrap_or(u64::MAX));
+                next = next.min(stream.ends_at);
             }
             Phase::WebSocket(ws) => {
-                if ws.ends_at.is_some_and(|end| end <= now) {
+                if ws.ends_at <= now {
                     return self.end_stream(key);
                 }
                 if ws.ping_outstanding {
@@ -199,7 +199,7 @@ impl Worker {
                     return self.kill(key);
                 }
                 self.scratch.head.clear();
-                if let Some(session) = &mut ws.bayeux
+                if let Some(session) = ws.bayeux_mut()
                     && let Some(reply) = session.pending_connect.take()
                 {
                     // A held Bayeux connect is answered at the heartbeat.
@@ -210,7 +210,7 @@ impl Worker {
                     crate::endpoint::bayeux::reply::write_frame(&array, &mut self.scratch.head);
                 }
                 ws_session::write_ping(ws, &mut self.scratch.head);
-                next = next.min(ws.ends_at.unwrap_or(u64::MAX));
+                next = next.min(ws.ends_at);
             }
             Phase::Draining => return self.kill(key),
         }

@@ -22,8 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod cache;
+mod counts;
 
 pub use cache::{Appended, Span};
+use counts::Counts;
 
 use super::is_valid_name;
 use super::{Attach, Cursor, Message, Published, Register, StoreError, StoreLimits, StoreStats};
@@ -54,13 +56,15 @@ struct Mailbox {
     /// little longer than it waits (until its detach runs, at the end of the
     /// event that ended it), never shorter: over-counting costs a wasted
     /// announcement, under-counting a lost message.
-    subscribers: Box<[u32]>,
+    subscribers: Counts,
     /// The incarnation this one continues (generation, its last seq): set
     /// when a disk store restarts after a crash and moves every mailbox to
     /// a new generation, so that ids are never reused for messages that were
     /// lost. Cursors into it up to that seq read on without `missed`; its
     /// retained messages keep their ids, and seqs run on across both.
-    prev: Option<(u64, u64)>,
+    /// Boxed: set only after a crash, and 16 bytes inline would move every
+    /// entry into the next malloc size class.
+    prev: Option<Box<(u64, u64)>>,
     /// Counted against `mailbox.max-mailboxes`: it has held mail. An entry
     /// that only holds waiting subscribers is not.
     counted: bool,
@@ -110,8 +114,8 @@ impl Mailbox {
     /// A cursor into the incarnation this one continues, up to where that
     /// one ended, stands at the same seq of this one.
     fn continued(&self, store: u64, since: &Cursor) -> Cursor {
-        match self.prev {
-            Some((generation, last_seq))
+        match self.prev.as_deref() {
+            Some(&(generation, last_seq))
                 if since.store == store
                     && since.generation == generation
                     && since.seq <= last_seq =>
@@ -147,7 +151,11 @@ impl Mailbox {
 }
 
 struct Shard {
-    boxes: HashMap<Arc<str>, Mailbox>,
+    /// Boxed: a slot of the table is 24 bytes rather than 136, and tables
+    /// run a third to a half empty, so an entry costs less than inline
+    /// (about 170 bytes against 220 at 10,000 mailboxes), the more so as
+    /// most entries of a busy gateway only count one waiting subscriber.
+    boxes: HashMap<Arc<str>, Box<Mailbox>>,
 }
 
 pub struct LocalStore {
@@ -260,7 +268,7 @@ impl LocalStore {
             last_seq: 0,
             messages: VecDeque::new(),
             bytes: 0,
-            subscribers: vec![0; self.workers].into_boxed_slice(),
+            subscribers: Counts::new(self.workers),
             prev: None,
             counted: false,
             idle_since: None,
@@ -270,7 +278,7 @@ impl LocalStore {
     fn entry<'s>(&self, shard: &'s mut Shard, name: &str) -> &'s mut Mailbox {
         if !shard.boxes.contains_key(name) {
             let mailbox = self.new_mailbox(name);
-            shard.boxes.insert(mailbox.name.clone(), mailbox);
+            shard.boxes.insert(mailbox.name.clone(), Box::new(mailbox));
         }
         shard.boxes.get_mut(name).expect("inserted above")
     }
@@ -542,6 +550,7 @@ impl LocalStore {
             position,
             registered: wants,
             first,
+            name: wants.then(|| mailbox.name.clone()),
         })
     }
 
@@ -564,10 +573,13 @@ impl LocalStore {
             Register::IfIdle => !missed,
             Register::Never => false,
         };
+        let mut shared = None;
         if wants {
             // The first subscriber of a mailbox is always within
             // `max-subscribers` (at least 1 when set).
-            self.entry(shard, name).subscribers[worker] += 1;
+            let mailbox = self.entry(shard, name);
+            mailbox.subscribers[worker] += 1;
+            shared = Some(mailbox.name.clone());
         }
         let position = match since {
             Some(c) if !missed => *c,
@@ -580,6 +592,7 @@ impl LocalStore {
             position,
             registered: wants,
             first,
+            name: shared,
         })
     }
 
@@ -630,7 +643,7 @@ impl LocalStore {
 
     /// Subscribers of `name` on all workers (under its shard's lock).
     fn entry_total(&self, shard: &Shard, name: &str) -> u64 {
-        shard.boxes.get(name).map_or(0, Mailbox::subscriber_total)
+        shard.boxes.get(name).map_or(0, |m| m.subscriber_total())
     }
 
     /// DEL: drops the retained messages and starts a new incarnation, so every
@@ -676,7 +689,7 @@ impl LocalStore {
         self.shard(name)
             .boxes
             .get(name)
-            .map_or(0, Mailbox::subscriber_total)
+            .map_or(0, |m| m.subscriber_total())
     }
 
     /// Names of mailboxes that have subscribers right now (PUBSUB CHANNELS).
@@ -1096,5 +1109,14 @@ mod tests {
         assert!(store.memory_used() <= 1000);
         store.sweep(now);
         assert!(store.memory_used() <= 1000);
+    }
+
+    /// Every mailbox entry is a heap chunk of its own: past 128 bytes glibc
+    /// hands out the next size class, 16 bytes more for every mailbox
+    /// (docs/BENCHMARKS.md counts them per idle subscriber).
+    #[test]
+    fn mailbox_entry_stays_in_its_size_class() {
+        let size = std::mem::size_of::<Mailbox>();
+        assert!(size <= 128, "Mailbox grew to {size} bytes");
     }
 }

@@ -176,6 +176,9 @@ pub struct Attach {
     /// This subscriber is the mailbox's first (on any worker): presence's
     /// `join`.
     pub first: bool,
+    /// The store's own `Arc` of the name, when registered: the worker's
+    /// subscriber list and the subscription share it rather than copy it.
+    pub name: Option<Arc<str>>,
 }
 
 /// Names one operation a store will finish later.

@@ -24,8 +24,9 @@ pub struct StreamState {
     pub reply: ReplyTo,
     /// Message bytes sent, for `mailbox.stream-max-bytes`.
     pub sent: u64,
-    /// When the stream ends by itself (ms on the worker clock), if ever.
-    pub ends_at: Option<u64>,
+    /// When the stream ends by itself (ms on the worker clock); `u64::MAX`,
+    /// the worker's "no deadline", when never.
+    pub ends_at: u64,
 }
 
 /// Writes the response head of a stream.
@@ -187,7 +188,7 @@ mod tests {
                 callback: Some("cb".into()),
             },
             sent: 0,
-            ends_at: None,
+            ends_at: u64::MAX,
         }
     }
 

@@ -19,28 +19,43 @@ pub struct Upstream {
     pub multiplexed: bool,
 }
 
+/// What a client's text messages are for. Plain subscribers have none.
+pub enum Talk {
+    /// They go to the backends (`mailbox.upstream`).
+    Upstream(Upstream),
+    /// They are Bayeux messages (docs/bayeux.md).
+    Bayeux(crate::endpoint::bayeux::WsSession),
+}
+
+/// What few sessions need, behind one pointer that is null for an idle
+/// plain subscriber.
+#[derive(Default)]
+struct Extras {
+    /// The peer's most recent ping, not answered yet because output was
+    /// queued. RFC 6455 5.5.3 lets an endpoint answer only the latest ping,
+    /// so a flood of pings from a peer that never reads costs one pong.
+    pong_owed: Option<Vec<u8>>,
+    /// Set when the client's text messages are kept (the decoder keeps
+    /// them only then); for the whole session.
+    talk: Option<Talk>,
+}
+
+/// Held inline in the connection's phase (no allocation per WebSocket), so
+/// it is kept within the size of a stream's state (80 bytes): what few
+/// sessions need (an owed pong, `mailbox.upstream`, Bayeux) is behind one
+/// pointer.
 pub struct WsState {
     pub decoder: InboundDecoder,
     /// A ping of ours is unanswered; the next heartbeat without any frame
     /// from the peer closes the connection.
     pub ping_outstanding: bool,
-    /// The peer's most recent ping, not answered yet because output was
-    /// queued. RFC 6455 5.5.3 lets an endpoint answer only the latest ping,
-    /// so a flood of pings from a peer that never reads costs one pong.
-    pub pong_owed: Option<Box<[u8]>>,
     /// Message bytes sent, for `mailbox.stream-max-bytes`.
     pub sent: u64,
     /// When the connection ends by itself (stream-max-duration or the
-    /// token's expiry), in ms on the worker clock.
-    pub ends_at: Option<u64>,
-    /// Set when client messages go upstream (`mailbox.upstream`).
-    pub upstream: Option<Box<Upstream>>,
-    /// A Bayeux session over this socket (docs/bayeux.md): its messages
-    /// are the client's text messages.
-    pub bayeux: Option<Box<crate::endpoint::bayeux::WsSession>>,
-    /// Complete text messages read and not yet handed on (the decoder
-    /// keeps them only for `upstream` or `bayeux`).
-    pub texts: Vec<Vec<u8>>,
+    /// token's expiry), in ms on the worker clock; `u64::MAX`, the worker's
+    /// "no deadline", when never.
+    pub ends_at: u64,
+    extras: Option<Box<Extras>>,
 }
 
 impl WsState {
@@ -48,46 +63,85 @@ impl WsState {
         WsState {
             decoder: InboundDecoder::new(MAX_CLIENT_MESSAGE),
             ping_outstanding: false,
-            pong_owed: None,
             sent: 0,
-            ends_at,
-            upstream: None,
-            bayeux: None,
-            texts: Vec::new(),
+            ends_at: ends_at.unwrap_or(u64::MAX),
+            extras: None,
+        }
+    }
+
+    fn talking(ends_at: Option<u64>, decoder: InboundDecoder, talk: Talk) -> WsState {
+        WsState {
+            decoder,
+            extras: Some(Box::new(Extras {
+                pong_owed: None,
+                talk: Some(talk),
+            })),
+            ..WsState::new(ends_at)
         }
     }
 
     /// A session whose text messages are kept for `upstream` (up to
     /// `max_message` bytes each).
     pub fn with_upstream(ends_at: Option<u64>, upstream: Upstream, max_message: usize) -> WsState {
-        WsState {
-            decoder: InboundDecoder::new(max_message).keeping_text(),
-            upstream: Some(Box::new(upstream)),
-            ..WsState::new(ends_at)
-        }
+        let decoder = InboundDecoder::new(max_message).keeping_text();
+        WsState::talking(ends_at, decoder, Talk::Upstream(upstream))
     }
 
     /// A Bayeux session over this socket: its text messages are kept.
     pub fn with_bayeux(
         ends_at: Option<u64>,
-        session: Box<crate::endpoint::bayeux::WsSession>,
+        session: crate::endpoint::bayeux::WsSession,
     ) -> WsState {
-        WsState {
-            decoder: InboundDecoder::new(MAX_CLIENT_MESSAGE).keeping_text(),
-            bayeux: Some(session),
-            ..WsState::new(ends_at)
+        let decoder = InboundDecoder::new(MAX_CLIENT_MESSAGE).keeping_text();
+        WsState::talking(ends_at, decoder, Talk::Bayeux(session))
+    }
+
+    fn talk(&self) -> Option<&Talk> {
+        self.extras.as_deref()?.talk.as_ref()
+    }
+
+    /// Where text messages go upstream, on an upstream session.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        match self.talk()? {
+            Talk::Upstream(up) => Some(up),
+            Talk::Bayeux(_) => None,
         }
+    }
+
+    /// The Bayeux session over this socket, if it is one.
+    pub fn bayeux(&self) -> Option<&crate::endpoint::bayeux::WsSession> {
+        match self.talk()? {
+            Talk::Bayeux(session) => Some(session),
+            Talk::Upstream(_) => None,
+        }
+    }
+
+    pub fn bayeux_mut(&mut self) -> Option<&mut crate::endpoint::bayeux::WsSession> {
+        match self.extras.as_deref_mut()?.talk.as_mut()? {
+            Talk::Bayeux(session) => Some(session),
+            Talk::Upstream(_) => None,
+        }
+    }
+
+    /// The peer pinged: the pong is owed until [`WsState::take_pong`]
+    /// (only the latest ping's, see `Extras::pong_owed`).
+    fn owe_pong(&mut self, payload: Vec<u8>) {
+        self.extras.get_or_insert_default().pong_owed = Some(payload);
     }
 
     /// Writes the owed pong, if any, into `out`.
     pub fn take_pong(&mut self, out: &mut Vec<u8>) -> bool {
-        match self.pong_owed.take() {
-            Some(payload) => {
-                websocket::encode_pong(&payload, out);
-                true
-            }
-            None => false,
+        let Some(extras) = self.extras.as_deref_mut() else {
+            return false;
+        };
+        let Some(payload) = extras.pong_owed.take() else {
+            return false;
+        };
+        if extras.talk.is_none() {
+            self.extras = None; // a plain subscriber goes back to no chunk
         }
+        websocket::encode_pong(&payload, out);
+        true
     }
 }
 
@@ -155,7 +209,7 @@ pub fn write_ping(ws: &mut WsState, out: &mut Vec<u8>) {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Every whole frame was consumed; wait for more input. A pong may be
-    /// owed (see [`WsState::pong_owed`]).
+    /// owed (see [`WsState::take_pong`]).
     NeedMore,
     /// The peer closed: our echo is in `out`; end the session.
     Closed,
@@ -163,9 +217,15 @@ pub enum Step {
     Violated(&'static str),
 }
 
-/// Consumes the whole frames at the start of `buf`. Returns how much was
-/// consumed and what to do next.
-pub fn read_frames(ws: &mut WsState, buf: &mut [u8], out: &mut Vec<u8>) -> (usize, Step) {
+/// Consumes the whole frames at the start of `buf`, appending complete text
+/// messages to `texts` (only a decoder that keeps text has any). Returns how
+/// much was consumed and what to do next.
+pub fn read_frames(
+    ws: &mut WsState,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    texts: &mut Vec<Vec<u8>>,
+) -> (usize, Step) {
     let mut pos = 0;
     loop {
         match ws.decoder.decode(&mut buf[pos..]) {
@@ -174,8 +234,8 @@ pub fn read_frames(ws: &mut WsState, buf: &mut [u8], out: &mut Vec<u8>) -> (usiz
                 pos += n;
                 ws.ping_outstanding = false;
                 match event {
-                    Some(Inbound::Ping(payload)) => ws.pong_owed = Some(payload.into()),
-                    Some(Inbound::Text(text)) => ws.texts.push(text),
+                    Some(Inbound::Ping(payload)) => ws.owe_pong(payload),
+                    Some(Inbound::Text(text)) => texts.push(text),
                     Some(Inbound::Pong(_)) | Some(Inbound::Message) | None => {}
                     Some(Inbound::Close { code, .. }) => {
                         // Echo the peer's code, as RFC 6455 5.5.1 suggests.
@@ -212,7 +272,7 @@ mod tests {
             .flat_map(|i| frame(0x9, i.to_string().as_bytes()))
             .collect();
         let mut out = Vec::new();
-        let (used, step) = read_frames(&mut ws, &mut input, &mut out);
+        let (used, step) = read_frames(&mut ws, &mut input, &mut out, &mut Vec::new());
         assert_eq!((used, step), (input.len(), Step::NeedMore));
         assert!(out.is_empty(), "nothing written per ping");
         assert!(ws.take_pong(&mut out));
@@ -221,17 +281,44 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_session_holds_no_chunk_once_its_pong_is_written() {
+        let mut ws = WsState::new(None);
+        let mut input = [frame(0x9, b"p"), frame(0x1, b"dropped")].concat();
+        let (mut out, mut texts) = (Vec::new(), Vec::new());
+        read_frames(&mut ws, &mut input, &mut out, &mut texts);
+        assert!(texts.is_empty(), "a plain session keeps no text");
+        assert!(ws.extras.is_some());
+        assert!(ws.take_pong(&mut out));
+        assert!(ws.extras.is_none());
+        // A session that talks keeps its chunk: the pong shares it.
+        let upstream = Upstream {
+            mailboxes: vec![],
+            subject: None,
+            multiplexed: false,
+        };
+        let mut ws = WsState::with_upstream(None, upstream, 1024);
+        let mut input = [frame(0x9, b"p"), frame(0x1, b"kept")].concat();
+        read_frames(&mut ws, &mut input, &mut out, &mut texts);
+        assert_eq!(texts, [b"kept".to_vec()]);
+        assert!(ws.take_pong(&mut out));
+        assert!(ws.upstream().is_some() && ws.bayeux().is_none());
+    }
+
+    #[test]
     fn close_is_echoed_and_violations_answered_with_their_code() {
         let mut ws = WsState::new(None);
         let mut input = frame(0x8, &4000u16.to_be_bytes());
         let mut out = Vec::new();
-        assert_eq!(read_frames(&mut ws, &mut input, &mut out).1, Step::Closed);
+        assert_eq!(
+            read_frames(&mut ws, &mut input, &mut out, &mut Vec::new()).1,
+            Step::Closed
+        );
         assert_eq!(out, [0x88, 2, 0x0f, 0xa0]);
         let mut ws = WsState::new(None);
         let mut unmasked = vec![0x81, 1, b'x'];
         out.clear();
         assert!(matches!(
-            read_frames(&mut ws, &mut unmasked, &mut out).1,
+            read_frames(&mut ws, &mut unmasked, &mut out, &mut Vec::new()).1,
             Step::Violated(_)
         ));
         assert_eq!(&out[..4], &[0x88, out[1], 0x03, 0xea], "1002");

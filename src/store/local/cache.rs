@@ -44,7 +44,7 @@ impl Mailbox {
 impl LocalStore {
     /// The cached span of `name`, if this node caches it.
     pub fn span(&self, name: &str) -> Option<Span> {
-        self.shard(name).boxes.get(name).map(Mailbox::span)
+        self.shard(name).boxes.get(name).map(|m| m.span())
     }
 
     /// Every cached mailbox and where it stands (to catch up after Redis

@@ -46,7 +46,7 @@ impl LocalStore {
                 generation,
                 ..self.new_mailbox(name)
             };
-            shard.boxes.insert(mailbox.name.clone(), mailbox);
+            shard.boxes.insert(mailbox.name.clone(), Box::new(mailbox));
         }
         shard.boxes.get_mut(name).expect("inserted above")
     }
@@ -81,7 +81,8 @@ impl LocalStore {
         let continues = mailbox.generation == generation
             || mailbox
                 .prev
-                .is_some_and(|(g, last)| g == generation && seq <= last);
+                .as_deref()
+                .is_some_and(|&(g, last)| g == generation && seq <= last);
         if !continues {
             // Forgotten and born again: a new incarnation.
             self.clear(mailbox);
@@ -154,7 +155,7 @@ impl LocalStore {
         }
         mailbox.generation = generation;
         mailbox.last_seq = last_seq;
-        mailbox.prev = prev;
+        mailbox.prev = prev.map(Box::new);
         if last_seq > 0 && self.count_mailbox(mailbox).is_err() {
             shard.boxes.remove(name);
             return;
@@ -174,14 +175,14 @@ impl LocalStore {
                 if mailbox.last_seq == 0 {
                     continue;
                 }
-                mailbox.prev = Some((mailbox.generation, mailbox.last_seq));
+                mailbox.prev = Some(Box::new((mailbox.generation, mailbox.last_seq)));
                 mailbox.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
                 moved.push(MailboxImage {
                     name: mailbox.name.clone(),
                     generation: mailbox.generation,
                     before: mailbox.last_seq,
                     last_seq: mailbox.last_seq,
-                    prev: mailbox.prev,
+                    prev: mailbox.prev.as_deref().copied(),
                     messages: Vec::new(),
                 });
             }
@@ -206,7 +207,7 @@ impl LocalStore {
                     .front()
                     .map_or(mailbox.last_seq, |m| m.seq() - 1),
                 last_seq: mailbox.last_seq,
-                prev: mailbox.prev,
+                prev: mailbox.prev.as_deref().copied(),
                 messages: mailbox.messages.iter().cloned().collect(),
             });
         }
