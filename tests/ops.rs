@@ -183,3 +183,32 @@ fn sighup_applies_cors_and_a_new_key_while_a_stream_stays_open_and_a_broken_file
     }
     let _ = stream.fill_buf();
 }
+
+#[test]
+fn the_disk_store_shows_its_log_in_metrics_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&format!(
+        "metrics.listen = \"127.0.0.1:0\"\nmailbox.store = \"disk\"\nmailbox.store-dir = \"{}\"",
+        dir.path().display()
+    ));
+    let addr = metrics_addr(&gw);
+    gw.publish("kept", b"one");
+    gw.publish("kept", b"two");
+    // The writer thread writes within its linger (a few ms) of a publish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (status, text) = ops_get(addr, "/metrics");
+        assert_eq!(status, 200);
+        if sample(&text, "cometbox_disk_writes_total") >= 1.0 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "nothing written:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(sample(&text, "cometbox_disk_log_bytes") > 0.0);
+    assert_eq!(sample(&text, "cometbox_disk_write_errors_total"), 0.0);
+    assert_eq!(sample(&text, "cometbox_disk_failing"), 0.0);
+    assert!(!text.contains("cometbox_redis_"), "no Redis in disk mode");
+    let (status, health) = ops_get(addr, "/health");
+    assert_eq!(status, 200, "{health}");
+}

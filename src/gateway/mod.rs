@@ -120,41 +120,13 @@ impl Gateway {
         );
         let workers = config.worker_count();
 
-        let addr = SocketAddr::new(config.server.bind, config.server.port);
-        let std_listener = crate::net::listen(addr, config.server.listen_backlog)
-            .map_err(|e| StartError(format!("cannot listen for HTTP on {addr}: {e}")))?;
-        let local = std_listener.local_addr().unwrap_or(addr);
-        // Workers accept browsers themselves, each with its own handle on
-        // the one listening socket: no hand-off between threads per
-        // connection. The socket closes when the last worker lets go of it.
-        let mut worker_listeners = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let handle = std_listener
-                .try_clone()
-                .map_err(start_error(&format!("cannot share the listener on {addr}")))?;
-            worker_listeners.push(TcpListener::from_std(handle));
-        }
-        drop(std_listener);
+        let (local, worker_listeners) = http_listeners(&config, workers)?;
 
         let auth = crate::auth::Auth::from_config(&config.auth).map_err(StartError)?;
         let socket_path = config.mailbox.backend_socket.clone();
         let mut backend = files::bind_backend_socket(&socket_path, &config)?;
         let socket_file = files::SocketFile(socket_path.clone());
-        let mut backend_tcp = match config.mailbox.backend_port {
-            0 => None,
-            port => {
-                // The config loader refuses a non-loopback bind without a password.
-                let addr = SocketAddr::new(config.mailbox.backend_bind, port);
-                let listener = crate::net::listen(addr, config.server.listen_backlog).map_err(
-                    start_error(&format!("cannot listen for backends on {addr}")),
-                )?;
-                info!(
-                    "backend TCP listener on {}",
-                    listener.local_addr().unwrap_or(addr)
-                );
-                Some(TcpListener::from_std(listener))
-            }
-        };
+        let mut backend_tcp = backend_tcp_listener(&config)?;
 
         let poll = Poll::new().map_err(start_error("cannot create poller"))?;
         let registry = poll.registry();
@@ -264,6 +236,48 @@ impl Gateway {
             acceptor: Some(thread),
         })
     }
+}
+
+/// The HTTP listening socket, one handle on it per worker. Workers accept
+/// browsers themselves, each with its own handle on the one listening
+/// socket: no hand-off between threads per connection. The socket closes
+/// when the last worker lets go of it.
+fn http_listeners(
+    config: &Config,
+    workers: usize,
+) -> Result<(SocketAddr, Vec<TcpListener>), StartError> {
+    let addr = SocketAddr::new(config.server.bind, config.server.port);
+    let std_listener = crate::net::listen(addr, config.server.listen_backlog)
+        .map_err(|e| StartError(format!("cannot listen for HTTP on {addr}: {e}")))?;
+    let local = std_listener.local_addr().unwrap_or(addr);
+    let mut worker_listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let handle = std_listener
+            .try_clone()
+            .map_err(start_error(&format!("cannot share the listener on {addr}")))?;
+        worker_listeners.push(TcpListener::from_std(handle));
+    }
+    drop(std_listener);
+    Ok((local, worker_listeners))
+}
+
+/// `mailbox.backend-port`'s TCP listener for backends, if configured.
+fn backend_tcp_listener(config: &Config) -> Result<Option<TcpListener>, StartError> {
+    Ok(match config.mailbox.backend_port {
+        0 => None,
+        port => {
+            // The config loader refuses a non-loopback bind without a password.
+            let addr = SocketAddr::new(config.mailbox.backend_bind, port);
+            let listener = crate::net::listen(addr, config.server.listen_backlog).map_err(
+                start_error(&format!("cannot listen for backends on {addr}")),
+            )?;
+            info!(
+                "backend TCP listener on {}",
+                listener.local_addr().unwrap_or(addr)
+            );
+            Some(TcpListener::from_std(listener))
+        }
+    })
 }
 
 /// The store the config names: with `cluster.redis` the Redis-backed one

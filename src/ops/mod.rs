@@ -23,10 +23,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::http::{self, Method, Parsed, Status};
-use crate::metrics::prometheus::{self, ProcessNumbers, RedisNumbers, StoreNumbers};
+use crate::metrics::prometheus::{self, DiskNumbers, ProcessNumbers, RedisNumbers, StoreNumbers};
 use crate::shared::Shared;
-use crate::store::Store;
 use crate::store::redis::Snapshot;
+use crate::store::{LogSnapshot, Store};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
@@ -319,9 +319,21 @@ pub fn store_numbers(shared: &Shared) -> StoreNumbers {
             Store::Local(_) | Store::Disk(_) => None,
         },
         disk: match store {
-            Store::Disk(disk) => Some(disk.numbers()),
+            Store::Disk(disk) => Some(disk_numbers(&disk.snapshot())),
             Store::Local(_) | Store::Redis(_) => None,
         },
+    }
+}
+
+fn disk_numbers(s: &LogSnapshot) -> DiskNumbers {
+    DiskNumbers {
+        log_bytes: s.log_bytes,
+        writes: s.writes,
+        fsyncs: s.fsyncs,
+        compactions: s.compactions,
+        write_errors: s.write_errors,
+        queued: s.queued,
+        failing: s.failing,
     }
 }
 

@@ -22,7 +22,7 @@ mod local;
 mod message;
 pub mod redis;
 
-pub use disk::{DiskStore, record};
+pub use disk::{DiskStore, LogSnapshot, record};
 pub use local::LocalStore;
 pub use message::{Cursor, ENCODING_SLOTS, Follows, Message};
 pub use redis::RedisStore;

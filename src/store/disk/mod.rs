@@ -74,6 +74,21 @@ pub struct DiskStore {
     dir: std::path::PathBuf,
 }
 
+/// The log's counters at one moment, for `/metrics` (the ops listener turns
+/// them into its text format; the store knows nothing of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSnapshot {
+    pub log_bytes: u64,
+    pub writes: u64,
+    pub fsyncs: u64,
+    pub compactions: u64,
+    pub write_errors: u64,
+    /// Publishes handed to the writer thread and not written yet.
+    pub queued: u64,
+    /// The last write to the log failed.
+    pub failing: bool,
+}
+
 impl DiskStore {
     /// Opens (or creates) the store in `dir`, replays its log and starts
     /// the writer thread. The error is a sentence for the operator.
@@ -223,10 +238,10 @@ impl DiskStore {
 
     /// What the metrics show of the log; atomics only, never waits on the
     /// writer thread.
-    pub fn numbers(&self) -> crate::metrics::prometheus::DiskNumbers {
+    pub fn snapshot(&self) -> LogSnapshot {
         let s = &self.stats;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        crate::metrics::prometheus::DiskNumbers {
+        LogSnapshot {
             log_bytes: get(&s.log_bytes),
             writes: get(&s.writes),
             fsyncs: get(&s.fsyncs),
@@ -254,7 +269,7 @@ impl DiskStore {
             out,
             "store:disk\r\nstore_dir:{}\r\nstore_fsync:{}\r\nlog_bytes:{}\r\n\
              log_writes:{}\r\nlog_fsyncs:{}\r\nlog_compactions:{}\r\nlog_write_errors:{}\r\n\
-             log_queue:{}\r\n",
+             log_queue:{}\r\nlog_failing:{}\r\n",
             self.dir.display(),
             self.fsync.name(),
             get(&s.log_bytes),
@@ -263,6 +278,7 @@ impl DiskStore {
             get(&s.compactions),
             get(&s.errors),
             self.tx.len(),
+            u8::from(s.failing.load(Ordering::Relaxed)),
         );
     }
 }
