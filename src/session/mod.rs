@@ -11,8 +11,10 @@
 //! and wakes the held connect, whose client connects again and reads it.
 
 pub mod channel;
+mod ws;
 
 pub use channel::{Channel, Pattern};
+pub use ws::WsSession;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

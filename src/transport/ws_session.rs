@@ -24,7 +24,7 @@ pub enum Talk {
     /// They go to the backends (`mailbox.upstream`).
     Upstream(Upstream),
     /// They are Bayeux messages (docs/bayeux.md).
-    Bayeux(crate::endpoint::bayeux::WsSession),
+    Bayeux(crate::session::WsSession),
 }
 
 /// What few sessions need, behind one pointer that is null for an idle
@@ -88,10 +88,7 @@ impl WsState {
     }
 
     /// A Bayeux session over this socket: its text messages are kept.
-    pub fn with_bayeux(
-        ends_at: Option<u64>,
-        session: crate::endpoint::bayeux::WsSession,
-    ) -> WsState {
+    pub fn with_bayeux(ends_at: Option<u64>, session: crate::session::WsSession) -> WsState {
         let decoder = InboundDecoder::new(MAX_CLIENT_MESSAGE).keeping_text();
         WsState::talking(ends_at, decoder, Talk::Bayeux(session))
     }
@@ -109,14 +106,14 @@ impl WsState {
     }
 
     /// The Bayeux session over this socket, if it is one.
-    pub fn bayeux(&self) -> Option<&crate::endpoint::bayeux::WsSession> {
+    pub fn bayeux(&self) -> Option<&crate::session::WsSession> {
         match self.talk()? {
             Talk::Bayeux(session) => Some(session),
             Talk::Upstream(_) => None,
         }
     }
 
-    pub fn bayeux_mut(&mut self) -> Option<&mut crate::endpoint::bayeux::WsSession> {
+    pub fn bayeux_mut(&mut self) -> Option<&mut crate::session::WsSession> {
         match self.extras.as_deref_mut()?.talk.as_mut()? {
             Talk::Bayeux(session) => Some(session),
             Talk::Upstream(_) => None,
