@@ -53,6 +53,10 @@ pub enum ToWorker {
     Published(Vec<(Ticket, Result<u64, StoreError>)>),
     /// A held Bayeux `/meta/connect` to answer now (docs/bayeux.md).
     Wake(Wake),
+    /// Take browsers from the shared listener's backlog: another worker
+    /// holds more connections than this one and left them
+    /// (`reactor::http_io::ACCEPT_SLACK`).
+    Accept,
     /// Shutdown, second step (after [`Shared::stopping`]): answer polls,
     /// end streams, flush, exit.
     Shutdown,
@@ -74,6 +78,9 @@ pub struct Peer {
     wake_pending: AtomicBool,
     /// Messages in `Deliver` batches posted and not yet taken.
     queued: AtomicUsize,
+    /// Browser connections the worker holds, as it last said: what the
+    /// workers balance their accepts by.
+    pub connections: AtomicUsize,
 }
 
 impl Peer {
@@ -83,6 +90,7 @@ impl Peer {
             waker,
             wake_pending: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 use log::{debug, warn};
 use mio::Interest;
@@ -15,15 +16,34 @@ use crate::conn::{Conn, Phase};
 use crate::http::chunked::Chunked;
 use crate::http::{self, Cors, HttpError, Parsed, Status};
 use crate::metrics;
+use crate::shared::ToWorker;
+
+/// How many more connections than the least loaded worker a worker takes
+/// before it leaves the backlog to that one. The shared listener wakes one
+/// worker per arrival (EPOLLEXCLUSIVE), and a woken worker would accept
+/// until the backlog is empty: in a burst of arrivals (a deploy, a
+/// reconnect storm, the bench's 10,000 subscriptions) the worker that
+/// happens to be awake took nearly all of them, and a fan-out to them then
+/// ran on one core while the others idled (docs/BENCHMARKS.md). 16 keeps
+/// the workers within a few dozen connections of each other for the cost
+/// of one hand-over per 16 accepts in a burst.
+const ACCEPT_SLACK: usize = 16;
 
 impl Worker {
-    /// Accepts browsers until the backlog is empty. Each arrival wakes one
-    /// waiting worker, so the connection is served by the thread that took it.
+    /// Accepts browsers until the backlog is empty, or until this worker
+    /// holds [`ACCEPT_SLACK`] more connections than the least loaded one,
+    /// which it then asks to go on (`ToWorker::Accept`). Each arrival wakes
+    /// one waiting worker, so the connection is served by the thread that
+    /// took it.
     pub(super) fn accept_http(&mut self) {
         loop {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
+            if let Some(lighter) = self.lighter_worker() {
+                self.shared.peers[lighter].post(ToWorker::Accept);
+                return;
+            }
             let (mut sock, addr) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -48,7 +68,33 @@ impl Worker {
             if super::admission::admit(&self.shared, &mut sock, addr) {
                 self.adopt_http(sock, addr);
             }
+            self.publish_connection_count();
         }
+    }
+
+    /// The least loaded other worker, if this one holds more than
+    /// [`ACCEPT_SLACK`] connections beyond it. A worker shutting down has no
+    /// listener and is never asked.
+    fn lighter_worker(&self) -> Option<usize> {
+        let mine = self.conns.len();
+        let (worker, theirs) = self
+            .shared
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|&(w, _)| w != self.id)
+            .map(|(w, peer)| (w, peer.connections.load(Ordering::Relaxed)))
+            .min_by_key(|&(_, n)| n)?;
+        (mine > theirs + ACCEPT_SLACK && !self.shared.stopping.load(Ordering::Relaxed))
+            .then_some(worker)
+    }
+
+    /// Tells the other workers how many connections this one holds (after
+    /// accepts and after reaping).
+    pub(super) fn publish_connection_count(&self) {
+        self.shared.peers[self.id]
+            .connections
+            .store(self.conns.len(), Ordering::Relaxed);
     }
 
     fn adopt_http(&mut self, mut sock: TcpStream, addr: SocketAddr) {

@@ -136,6 +136,7 @@ impl Worker {
     }
 
     pub(super) fn reap(&mut self) {
+        let reaping = !self.dead.is_empty();
         while let Some(key) = self.dead.pop() {
             if !self.conns.contains(key) {
                 continue;
@@ -151,6 +152,9 @@ impl Worker {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.sock);
             self.release_http_slot(conn.peer);
+        }
+        if reaping {
+            self.publish_connection_count();
         }
         if !self.ready_polls.is_empty() {
             let conns = &self.conns;

@@ -311,6 +311,7 @@ impl Worker {
                 ToWorker::Attached(ticket, result) => self.attached(ticket, result),
                 ToWorker::Published(done) => self.published(done),
                 ToWorker::Wake(wake) => self.wake(wake),
+                ToWorker::Accept => self.accept_http(),
                 ToWorker::Shutdown => self.begin_shutdown(),
             }
         }
