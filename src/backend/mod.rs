@@ -386,6 +386,19 @@ impl Hub for WorkerHub<'_> {
             shared.metrics.write_info(out);
             out.push_str("\r\n");
         }
+        if want("workers") {
+            // How evenly the workers hold the browsers (their accepts are
+            // balanced; docs/architecture.md).
+            out.push_str("# Workers\r\nhttp_connections_per_worker:");
+            for (i, peer) in shared.peers.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let n = peer.connections.load(std::sync::atomic::Ordering::Relaxed);
+                let _ = write!(out, "{n}");
+            }
+            out.push_str("\r\n\r\n");
+        }
         if section.is_some_and(|s| s == "cluster" || s == "all" || s == "everything")
             && let Store::Redis(redis) = &shared.store
         {
