@@ -80,9 +80,18 @@ def next_event(pubsub, timeout=5):
 def test_redis_py_pubsub_receives_join_and_leave(start_gateway, protocol):
     gw = start_gateway()
     r = redis.Redis(unix_socket_path=gw.socket, protocol=protocol)
-    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps = r.pubsub()
     ps.subscribe("__cometbox:events")
     ps.psubscribe("__cometbox:events:room:*")
+    # redis-py does not wait for the confirmations: a visit before the
+    # gateway has taken PSUBSCRIBE would make no pmessage.
+    confirmed = set()
+    deadline = time.time() + 5
+    while len(confirmed) < 2 and time.time() < deadline:
+        m = ps.get_message(timeout=0.2)
+        if m and m["type"] in ("subscribe", "psubscribe"):
+            confirmed.add(m["type"])
+    assert confirmed == {"subscribe", "psubscribe"}
 
     async def visit():
         async with websockets.connect(gw.ws_url("/mailbox/room:7")):
