@@ -170,7 +170,7 @@ impl OutQueue {
                 });
                 n += 1;
             }
-            let mut written = match sock.write_vectored(&iov[..n]) {
+            let mut written = match write_slices(sock, &iov[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -196,6 +196,38 @@ impl OutQueue {
     }
 }
 
+/// Up to this many bytes in several slices are copied into one buffer and
+/// written as one slice (see [`write_slices`]): a long-poll's head and
+/// body, a frame and its prefix. Copying a few hundred bytes costs less
+/// than the kernel's gather path; above this, `writev` gathers without a
+/// copy.
+const COALESCE_MAX: usize = 2048;
+
+/// One write of `iov`. A single slice goes out with `write`, which on a
+/// TCP socket is `send(2)`: `writev(2)` first passes the file layer
+/// (position lock, permission hooks, the iovec import), measurably more
+/// per call when a fan-out writes one small frame to each of thousands of
+/// sockets (docs/BENCHMARKS.md). A few small slices are copied together
+/// for the same reason.
+fn write_slices<W: Write>(sock: &mut W, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    match iov {
+        [one] => sock.write(one),
+        _ => {
+            let total: usize = iov.iter().map(|s| s.len()).sum();
+            if total > COALESCE_MAX {
+                return sock.write_vectored(iov);
+            }
+            let mut buf = [0u8; COALESCE_MAX];
+            let mut len = 0;
+            for s in iov {
+                buf[len..len + s.len()].copy_from_slice(s);
+                len += s.len();
+            }
+            sock.write(&buf[..len])
+        }
+    }
+}
+
 /// Writes slices until done or the socket would block; returns bytes written.
 fn write_all_vectored<W: Write>(sock: &mut W, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     let total: usize = iov.iter().map(|s| s.len()).sum();
@@ -218,7 +250,7 @@ fn write_all_vectored<W: Write>(sock: &mut W, iov: &[IoSlice<'_>]) -> io::Result
             skip = 0;
             n += 1;
         }
-        match sock.write_vectored(&rest[..n]) {
+        match write_slices(sock, &rest[..n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(w) => done += w,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -318,5 +350,58 @@ pub(crate) mod tests {
         assert_eq!(Arc::strong_count(&shared), 101);
         let waiting = q.waiting.as_ref().expect("queued");
         assert!(waiting.chunks.iter().all(|c| !matches!(c, Chunk::Owned(_))));
+    }
+
+    /// Counts plain and gathering writes; takes everything.
+    #[derive(Default)]
+    struct CountingSock {
+        taken: Vec<u8>,
+        writes: usize,
+        gathers: usize,
+    }
+
+    impl Write for CountingSock {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            self.taken.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.gathers += 1;
+            bufs.iter().for_each(|b| self.taken.extend_from_slice(b));
+            Ok(bufs.iter().map(|b| b.len()).sum())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn small_output_is_one_plain_write_and_large_output_is_gathered() {
+        let small: Arc<[u8]> = Arc::from(&b"{\"data\":1}"[..]);
+        let large: Arc<[u8]> = Arc::from(vec![b'x'; COALESCE_MAX + 1]);
+        for (body, writes, gathers) in [(&small, 1, 0), (&large, 0, 1)] {
+            let mut sock = CountingSock::default();
+            let parts = [
+                Part::Copy(b"HTTP/1.1 200 OK\r\n\r\n"),
+                Part::Shared(body),
+                Part::Static(b"\n"),
+            ];
+            OutQueue::default().send(&mut sock, &parts).unwrap();
+            let expected: Vec<u8> = parts.iter().flat_map(|p| p.bytes().to_vec()).collect();
+            assert_eq!(sock.taken, expected);
+            assert_eq!(
+                (sock.writes, sock.gathers),
+                (writes, gathers),
+                "{} bytes",
+                body.len()
+            );
+        }
+        // One slice alone: a plain write whatever its size.
+        let mut sock = CountingSock::default();
+        OutQueue::default()
+            .send(&mut sock, &[Part::Shared(&large)])
+            .unwrap();
+        assert_eq!((sock.writes, sock.gathers), (1, 0));
     }
 }
