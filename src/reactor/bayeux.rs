@@ -154,7 +154,7 @@ impl Worker {
                 .with(&connect.client_id, |s| s.held.replace(hold))
                 .flatten();
             self.shared.wake(older.filter(|o| *o != hold));
-            let reply = bayeux::to_json(&connect.reply);
+            let reply = connect.reply;
             let conn = &mut self.conns[key];
             let Phase::WebSocket(ws) = conn.phase_mut() else {
                 unreachable!("matched above")

@@ -8,6 +8,7 @@
 pub mod protocol;
 pub mod reply;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,9 +103,11 @@ pub fn handle(
             _ => {}
         }
     }
-    if req.method() == Method::Post {
-        text = Some(post_messages(body));
-    }
+    let text: Cow<'_, [u8]> = if req.method() == Method::Post {
+        post_messages(body)
+    } else {
+        text.map_or(Cow::Borrowed(&[][..]), Cow::Owned)
+    };
     if let Some(cb) = &callback
         && !transport::is_valid_callback(cb)
     {
@@ -118,7 +121,6 @@ pub fn handle(
             .expect("callback is ASCII")
             .into_boxed_str()
     });
-    let messages = parse_messages(text.as_deref().unwrap_or_default())?;
     let found = crate::auth::find_token(
         req.authorization,
         query_token.as_deref(),
@@ -139,7 +141,10 @@ pub fn handle(
         token: found.map(|(t, _)| t),
         now: Instant::now(),
     };
-    let batch = protocol::process(messages, &env);
+    let batch = match protocol::lone_connect(&text, &env) {
+        Some(batch) => batch,
+        None => protocol::process(parse_messages(&text)?, &env),
+    };
     let reply = ReplyTo {
         http11: ctx.http11,
         keep_alive: ctx.keep_alive,
@@ -174,15 +179,22 @@ impl Plan {
                 grants_any_origin: false,
             });
         };
-        let mut replies = to_json(&connect.reply);
+        let mut replies = connect.reply;
         for r in &batch.replies {
             replies.push(b',');
             replies.extend_from_slice(&to_json(r));
         }
-        let follows = shared
-            .sessions
-            .with(&connect.client_id, |s| s.follows.clone())
-            .unwrap_or(connect.follows)
+        // A subscribe after the connect in the same batch (or answered by
+        // the store since) changed what the session follows.
+        let follows = if batch.replies.is_empty() {
+            connect.follows
+        } else {
+            shared
+                .sessions
+                .with(&connect.client_id, |s| s.follows.clone())
+                .unwrap_or(connect.follows)
+        };
+        let follows = follows
             .into_iter()
             .map(|(mailbox, cursor)| Follow {
                 mailbox: mailbox.to_string(),
@@ -272,15 +284,18 @@ pub fn websocket_batch(
     if text.trim_ascii() == b"[]" {
         return Ok(protocol::Batch::default());
     }
-    let messages = parse_messages(text).map_err(|e| {
-        let reply = serde_json::json!({"successful": false, "error": format!("400::{}", e.why)});
-        to_json(&reply)
-    })?;
     let env = protocol::Env {
         shared,
         token,
         now: Instant::now(),
     };
+    if let Some(batch) = protocol::lone_connect(text, &env) {
+        return Ok(batch);
+    }
+    let messages = parse_messages(text).map_err(|e| {
+        let reply = serde_json::json!({"successful": false, "error": format!("400::{}", e.why)});
+        to_json(&reply)
+    })?;
     Ok(protocol::process(messages, &env))
 }
 
@@ -304,15 +319,17 @@ pub fn to_json(value: &Value) -> Vec<u8> {
 /// A POST's messages: the body itself when it is JSON (long-polling sends
 /// `application/json`), else the `message` field of a form
 /// (cross-origin-long-polling posts `message=<urlencoded JSON>`).
-fn post_messages(body: &[u8]) -> Vec<u8> {
+fn post_messages(body: &[u8]) -> Cow<'_, [u8]> {
     let trimmed = body.trim_ascii_start();
     if trimmed.starts_with(b"[") || trimmed.starts_with(b"{") {
-        return body.to_vec();
+        return Cow::Borrowed(body);
     }
-    http::query_pairs(body)
-        .find(|(k, _)| k == b"message")
-        .map(|(_, v)| v)
-        .unwrap_or_default()
+    Cow::Owned(
+        http::query_pairs(body)
+            .find(|(k, _)| k == b"message")
+            .map(|(_, v)| v)
+            .unwrap_or_default(),
+    )
 }
 
 /// One message object or an array of them; anything else is a 400.

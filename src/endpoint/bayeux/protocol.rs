@@ -73,8 +73,8 @@ impl Batch {
 #[derive(Debug)]
 pub struct ConnectReq {
     pub client_id: Arc<str>,
-    /// The reply, without deliveries.
-    pub reply: Value,
+    /// The reply (a JSON object), without deliveries.
+    pub reply: Vec<u8>,
     /// Held until mail or the poll timeout (alone in its batch, and not
     /// `advice.timeout: 0`); otherwise answered at once.
     pub hold: bool,
@@ -228,18 +228,99 @@ fn connect(
         .and_then(|a| a.get("timeout"))
         .and_then(Value::as_u64)
         == Some(0);
-    let mut reply = ok(message, "/meta/connect", Some(client_id));
-    reply["advice"] = advice(env);
+    let id = message
+        .get("id")
+        .map(|id| serde_json::to_vec(id).expect("JSON to a Vec"));
     let follows = env.shared.sessions.with(client_id, |s| {
         s.last_seen = env.now;
         s.follows.clone()
     })?;
     Some(ConnectReq {
         client_id: client_id.into(),
-        reply,
+        reply: connect_reply(id.as_deref(), client_id, env),
         hold: alone && !at_once,
         follows,
     })
+}
+
+/// The `/meta/connect` every poll and every WebSocket delivery brings
+/// back, alone in its request: read into borrowed fields, no JSON tree.
+/// Fields other than these are ignored, as the general path ignores them.
+#[derive(serde::Deserialize)]
+struct LoneConnect<'a> {
+    channel: &'a str,
+    #[serde(rename = "clientId")]
+    client_id: &'a str,
+    #[serde(borrow, default)]
+    id: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    advice: Option<ConnectAdvice>,
+}
+
+#[derive(serde::Deserialize)]
+struct ConnectAdvice {
+    #[serde(default)]
+    timeout: Option<u64>,
+}
+
+/// The fast path for a request that is one `/meta/connect` of a live
+/// session (a JSON array of one object, or the object). None for anything
+/// else (another channel, more messages, an escaped string, a field of
+/// another type, an unknown or expired session): [`process`] then runs
+/// it and answers as it answers every batch. A connect is about a third
+/// of a Bayeux long-poll's cost in the gateway (docs/BENCHMARKS.md).
+pub fn lone_connect(text: &[u8], env: &Env<'_>) -> Option<Batch> {
+    let text = text.trim_ascii();
+    let message: LoneConnect<'_> = if text.starts_with(b"[") {
+        serde_json::from_slice::<(LoneConnect<'_>,)>(text).ok()?.0
+    } else {
+        serde_json::from_slice(text).ok()?
+    };
+    if message.channel != "/meta/connect" {
+        return None;
+    }
+    let unix_now = unix_now();
+    let follows = env
+        .shared
+        .sessions
+        .with(message.client_id, |s| {
+            (!s.token_expired(unix_now)).then(|| {
+                s.last_seen = env.now;
+                s.follows.clone()
+            })
+        })
+        .flatten()?;
+    let at_once = message.advice.and_then(|a| a.timeout) == Some(0);
+    let id = message.id.map(|raw| raw.get().as_bytes());
+    Some(Batch {
+        connect: Some(ConnectReq {
+            client_id: message.client_id.into(),
+            reply: connect_reply(id, message.client_id, env),
+            hold: !at_once,
+            follows,
+        }),
+        ..Batch::default()
+    })
+}
+
+/// A successful connect's reply: `id` is the request's, as JSON text.
+/// Written directly (keys in the order the general path's replies have);
+/// `client_id` is a live session's, so hexadecimal and safe unquoted.
+fn connect_reply(id: Option<&[u8]>, client_id: &str, env: &Env<'_>) -> Vec<u8> {
+    use std::io::Write;
+    let timeout = env.shared.config().mailbox.poll_timeout.as_millis() as u64;
+    let mut out = Vec::with_capacity(160);
+    write!(
+        out,
+        r#"{{"advice":{{"interval":0,"reconnect":"retry","timeout":{timeout}}},"channel":"/meta/connect","clientId":"{client_id}""#
+    )
+    .expect("write to a Vec");
+    if let Some(id) = id {
+        out.extend_from_slice(br#","id":"#);
+        out.extend_from_slice(id);
+    }
+    out.extend_from_slice(br#","successful":true}"#);
+    out
 }
 
 /// `/meta/subscribe` (`adding`) or `/meta/unsubscribe`.
@@ -629,5 +710,70 @@ mod tests {
         );
         assert!(batch.connect.is_none());
         assert_eq!(batch.replies[0]["advice"]["reconnect"], "handshake");
+    }
+
+    /// What the general path makes of `text`, for comparing the fast one.
+    fn general(shared: &Shared, text: &str) -> Batch {
+        let list: Value = serde_json::from_str(text).unwrap();
+        let list = if list.is_array() { list } else { json!([list]) };
+        run(shared, list)
+    }
+
+    #[test]
+    fn a_lone_connect_is_answered_as_the_general_path_answers_it() {
+        let s = shared("");
+        let id = handshake(&s);
+        run(
+            &s,
+            json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": "/a/b"}]),
+        );
+        let env = Env {
+            shared: &s,
+            token: None,
+            now: Instant::now(),
+        };
+        let c = format!(
+            r#""channel":"/meta/connect","clientId":"{id}","connectionType":"long-polling""#
+        );
+        // Taken by the fast path, each exactly as the general path does it.
+        for text in [
+            format!("[{{{c}}}]"),
+            format!(" {{{c}}} "),
+            format!(r#"[{{{c},"id":"7"}}]"#),
+            format!(r#"[{{{c},"id":42,"advice":{{"timeout":0,"interval":0}}}}]"#),
+            format!(r#"[{{{c},"advice":{{"timeout":30000}},"ext":{{"ack":3}}}}]"#),
+            format!(r#"[{{{c},"id":{{"nested":["x"]}}}}]"#),
+        ] {
+            let fast = lone_connect(text.as_bytes(), &env)
+                .expect(&text)
+                .connect
+                .unwrap();
+            let slow = general(&s, &text).connect.unwrap();
+            let as_json = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+            assert_eq!(as_json(&fast.reply), as_json(&slow.reply), "{text}");
+            assert_eq!(fast.hold, slow.hold, "{text}");
+            assert_eq!(fast.follows, slow.follows, "{text}");
+            assert_eq!(fast.client_id, slow.client_id, "{text}");
+        }
+        // Left to the general path.
+        let other =
+            format!(r#"{{"channel":"/meta/subscribe","clientId":"{id}","subscription":"/x"}}"#);
+        for text in [
+            format!("[{{{c}}},{{{c}}}]"),
+            other.clone(),
+            format!("[{other}]"),
+            r#"[{"channel":"/meta/connect","clientId":"nobody"}]"#.to_string(),
+            format!(r#"[{{"channel":"\/meta\/connect","clientId":"{id}"}}]"#),
+            format!(r#"[{{{c},"advice":{{"timeout":"0"}}}}]"#),
+            format!(r#"[{{{c},"clientId":"{id}"}}]"#),
+            "[]".to_string(),
+            "[1]".to_string(),
+            "not json".to_string(),
+        ] {
+            assert!(lone_connect(text.as_bytes(), &env).is_none(), "{text}");
+        }
+        // An expired session: the general path tells it to handshake.
+        s.sessions.with(&id, |s| s.expires_at = Some(1));
+        assert!(lone_connect(format!("[{{{c}}}]").as_bytes(), &env).is_none());
     }
 }
