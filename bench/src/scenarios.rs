@@ -129,6 +129,8 @@ fn fanout_result(
     client_cpu: f64,
     all: Vec<SubStats>,
 ) -> Value {
+    // In publish order, rounded to 0.1 ms: which message was the slow one.
+    let in_order: Vec<f64> = completion_ms.iter().map(|ms| (ms * 10.0).round() / 10.0).collect();
     completion_ms.sort_by(f64::total_cmp);
     let pick = |p: f64| {
         completion_ms
@@ -142,6 +144,7 @@ fn fanout_result(
         "messages": a.messages,
         "completion_p50_ms": pick(0.5),
         "completion_p99_ms": pick(0.99),
+        "completion_ms": in_order,
         "complete_messages": completion_ms.len(),
         "server_cpu_s": server_cpu,
         "client_cpu_s": client_cpu,
