@@ -267,8 +267,9 @@ struct ConnectAdvice {
 /// session (a JSON array of one object, or the object). None for anything
 /// else (another channel, more messages, an escaped string, a field of
 /// another type, an unknown or expired session): [`process`] then runs
-/// it and answers as it answers every batch. A connect is about a third
-/// of a Bayeux long-poll's cost in the gateway (docs/BENCHMARKS.md).
+/// it and answers as it answers every batch. The general path's JSON tree,
+/// its reply built as a `Value` and two more session lookups cost a Bayeux
+/// long-polling delivery about a sixth more (docs/BENCHMARKS.md).
 pub fn lone_connect(text: &[u8], env: &Env<'_>) -> Option<Batch> {
     let text = text.trim_ascii();
     let message: LoneConnect<'_> = if text.starts_with(b"[") {
@@ -304,8 +305,9 @@ pub fn lone_connect(text: &[u8], env: &Env<'_>) -> Option<Batch> {
 }
 
 /// A successful connect's reply: `id` is the request's, as JSON text.
-/// Written directly (keys in the order the general path's replies have);
-/// `client_id` is a live session's, so hexadecimal and safe unquoted.
+/// Written directly, with the handshake's advice ([`advice`]) and keys in
+/// the order the general path's replies have; `client_id` is a live
+/// session's, so hexadecimal digits that need no escaping.
 fn connect_reply(id: Option<&[u8]>, client_id: &str, env: &Env<'_>) -> Vec<u8> {
     use std::io::Write;
     let timeout = env.shared.config().mailbox.poll_timeout.as_millis() as u64;
