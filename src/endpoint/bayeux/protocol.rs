@@ -269,7 +269,7 @@ struct ConnectAdvice {
 /// another type, an unknown or expired session): [`process`] then runs
 /// it and answers as it answers every batch. The general path's JSON tree,
 /// its reply built as a `Value` and two more session lookups cost a Bayeux
-/// long-polling delivery about a sixth more (docs/BENCHMARKS.md).
+/// long-polling delivery about a fifth more (docs/BENCHMARKS.md).
 pub fn lone_connect(text: &[u8], env: &Env<'_>) -> Option<Batch> {
     let text = text.trim_ascii();
     let message: LoneConnect<'_> = if text.starts_with(b"[") {
