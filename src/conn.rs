@@ -85,7 +85,7 @@ impl Phase {
 pub struct Attaching {
     pub plan: crate::endpoint::Subscribe,
     /// One per mailbox of the plan, in its order; `None` until answered.
-    pub results: Vec<Option<Result<crate::store::Attach, crate::store::StoreError>>>,
+    pub results: smallvec::SmallVec<[Option<crate::store::AttachResult>; 1]>,
     /// The tickets still outstanding, with the index they answer.
     pub tickets: Vec<(crate::store::Ticket, usize)>,
 }
@@ -164,12 +164,12 @@ impl Subs {
         std::mem::take(self)
     }
 
-    pub fn into_vec(self) -> Vec<Subscription> {
-        let mut all = self.rest.map_or_else(Vec::new, |rest| *rest);
-        if let Some(first) = self.first {
-            all.insert(0, first);
-        }
-        all
+    /// The subscriptions, in order, taken out (no vector for the one of
+    /// an unmultiplexed connection).
+    pub fn drain_all(self) -> impl Iterator<Item = Subscription> {
+        self.first
+            .into_iter()
+            .chain(self.rest.into_iter().flat_map(|rest| *rest))
     }
 
     /// The cursor a client resumes with: the one mailbox's, or every

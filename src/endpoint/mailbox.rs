@@ -95,7 +95,10 @@ pub fn handle(
     let follows = names
         .into_iter()
         .zip(cursors)
-        .map(|(mailbox, since)| Follow { mailbox, since })
+        .map(|(mailbox, since)| Follow {
+            mailbox: mailbox.into(),
+            since,
+        })
         .collect();
     let websocket_key = if choice.transport == Transport::WebSocket {
         let origin_ok = websocket_origin_allowed(req, &ctx.cors, cors_origins, from_cookie);

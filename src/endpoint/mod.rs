@@ -88,15 +88,18 @@ pub enum Body {
 /// One mailbox a subscription follows, and where the client stands in it.
 #[derive(Debug)]
 pub struct Follow {
-    pub mailbox: String,
+    pub mailbox: crate::session::MailboxName,
     pub since: Option<Cursor>,
 }
+
+/// The mailboxes of one request: the first without an allocation.
+pub type FollowList = smallvec::SmallVec<[Follow; 1]>;
 
 /// Attach to the mailboxes (one, or several on one connection), then hold,
 /// stream or upgrade as `transport` says.
 #[derive(Debug)]
 pub struct Subscribe {
-    pub follows: Vec<Follow>,
+    pub follows: FollowList,
     pub transport: Transport,
     pub reply: ReplyTo,
     /// HEAD: answer what a GET would, without registering or a body.

@@ -10,7 +10,7 @@ use crate::conn::{Phase, Subs};
 use crate::endpoint::Follow;
 use crate::endpoint::bayeux::{self, Connect, MAX_WS_WAITING, WsSession, reply, websocket_batch};
 use crate::out::Part;
-use crate::session::{Hold, Wake};
+use crate::session::{Hold, Sessions, Wake};
 use crate::store::{Answer, Attach, Register};
 use crate::store::{Cursor, Message};
 use crate::transport::ReplyTo;
@@ -30,7 +30,7 @@ impl Worker {
             key,
             serial: connect.serial,
         };
-        let outcome = self.shared.sessions.with(&connect.client_id, |s| {
+        let outcome = Sessions::with_held(&connect.session, |s| {
             let same = s.follows.len() == follows.len()
                 && follows.iter().all(|f| s.cursor(&f.mailbox).is_some());
             if !same {
@@ -56,7 +56,7 @@ impl Worker {
         cursors: impl Iterator<Item = (&'c str, Cursor)>,
     ) {
         let now = self.now();
-        self.shared.sessions.with(&connect.client_id, |s| {
+        Sessions::with_held(&connect.session, |s| {
             for (mailbox, cursor) in cursors {
                 s.advance(mailbox, cursor);
             }
@@ -148,11 +148,7 @@ impl Worker {
                 key,
                 serial,
             };
-            let older = self
-                .shared
-                .sessions
-                .with(&connect.client_id, |s| s.held.replace(hold))
-                .flatten();
+            let older = Sessions::with_held(&connect.session, |s| s.held.replace(hold)).flatten();
             self.shared.wake(older.filter(|o| *o != hold));
             let reply = connect.reply;
             let conn = &mut self.conns[key];
@@ -228,8 +224,8 @@ impl Worker {
         };
         // Let go of what the session no longer follows.
         let subs = self.conns[key].subs.take();
-        for sub in subs.into_vec() {
-            if follows.iter().any(|(m, _)| *m == sub.mailbox) {
+        for sub in subs.drain_all() {
+            if follows.iter().any(|(m, _)| **m == *sub.mailbox) {
                 self.conns[key].subs.push(sub);
                 continue;
             }
@@ -242,6 +238,7 @@ impl Worker {
         }
         let now = self.now();
         for (mailbox, cursor) in follows {
+            let mailbox: Arc<str> = mailbox.as_str().into();
             let conn = &mut self.conns[key];
             if conn.dead || conn.subs.follows(&mailbox) {
                 continue;

@@ -17,7 +17,7 @@ use crate::conn::Phase;
 use crate::endpoint::Context;
 use crate::endpoint::bayeux::protocol::{Batch, Lookup};
 use crate::endpoint::bayeux::{self, Plan, Then};
-use crate::session::Pattern;
+use crate::session::{MailboxName, Pattern};
 use crate::store::{Answer, Attach, Register, StoreError, Ticket};
 
 /// What the worker waits on for Bayeux, by ticket and by batch serial.
@@ -227,7 +227,8 @@ impl Worker {
                     if !s.subs.contains(&exact) || s.cursor(mailbox).is_some() {
                         return None;
                     }
-                    s.follows.push((mailbox.clone(), attach.position));
+                    s.follows
+                        .push((MailboxName::new(&**mailbox), attach.position));
                     s.held
                 });
                 self.shared.wake(held.flatten());

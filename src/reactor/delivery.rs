@@ -17,6 +17,10 @@ use crate::store::{Attach, Follows, Message};
 use crate::transport::encode::{Encoding, encoded};
 use crate::transport::{stream, ws_session};
 
+/// What a held poll is answered with: mostly the one message that woke it,
+/// kept without an allocation.
+type Ready = smallvec::SmallVec<[Arc<Message>; 2]>;
+
 impl Worker {
     /// Adds a registered subscriber to this worker's list for a mailbox;
     /// `attach` is the store's answer that registered it.
@@ -43,7 +47,7 @@ impl Worker {
             // A Bayeux socket ends: its session keeps where it stood.
             self.bayeux_ws_write_back(session, &subs);
         }
-        for sub in subs.into_vec() {
+        for sub in subs.drain_all() {
             if let Some(moved) = self.subs.remove(&sub.mailbox, sub.slot, key)
                 && let Some(s) = self.conns[moved as usize].subs.get_mut(&sub.mailbox)
             {
@@ -52,7 +56,10 @@ impl Worker {
             let last = self.detach_one(&sub.mailbox);
             self.announce_leave(key, &sub.mailbox, last);
         }
-        self.presence.remove(&key);
+        if !self.presence.is_empty() {
+            // Skipped when empty: hashing the key is a cost on every answer.
+            self.presence.remove(&key);
+        }
     }
 
     /// Hands a published message to this worker's subscribers of its mailbox.
@@ -287,17 +294,22 @@ impl Worker {
     /// What a ready poll answers with, its cursors moved past it: the one
     /// message announced if it followed, else whatever the store holds
     /// after each cursor.
-    fn collect_ready(&mut self, key: usize) -> (Vec<Arc<Message>>, Vec<Arc<str>>) {
+    fn collect_ready(&mut self, key: usize) -> (Ready, Vec<Arc<str>>) {
         let now = self.now();
-        let conn = &self.conns[key];
-        let Phase::Held(held) = conn.phase() else {
-            return (Vec::new(), Vec::new());
+        let conn = &mut self.conns[key];
+        let multiplexed = conn.subs.is_multiplexed();
+        let Phase::Held(held) = conn.phase_mut() else {
+            return (Ready::new(), Vec::new());
         };
-        let mut messages = Vec::new();
+        let mut messages = Ready::new();
         let mut missed = Vec::new();
-        if !held.ready_more && !conn.subs.is_multiplexed() {
-            messages.extend(held.ready.clone());
+        // Taken, not cloned: each clone and drop of a message's count is a
+        // write to a line every worker answering it writes too.
+        let ready = held.ready.take();
+        if !held.ready_more && !multiplexed {
+            messages.extend(ready);
         } else {
+            let conn = &self.conns[key];
             for sub in conn.subs.iter() {
                 let (after, lost) = self.shared.store.read_after(&sub.mailbox, &sub.cursor, now);
                 if lost {

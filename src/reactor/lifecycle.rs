@@ -124,7 +124,7 @@ impl Worker {
         for &(ticket, index) in &attaching.tickets {
             self.attaching.remove(&ticket);
             self.abandoned
-                .insert(ticket, follows[index].mailbox.clone());
+                .insert(ticket, follows[index].mailbox.as_str().into());
         }
         for (follow, result) in follows.iter().zip(&attaching.results) {
             if let Some(Ok(attach)) = result

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use log::debug;
 
 use super::Worker;
@@ -12,17 +14,21 @@ use crate::conn::{Attaching, Held, Phase};
 use crate::endpoint::{Follow, Subscribe};
 use crate::metrics;
 use crate::out::Part;
-use crate::store::{Answer, Attach, Cursor, Message, StoreError, Ticket};
+use crate::store::{Answer, Attach, AttachResult, Cursor, Message, Ticket};
 use crate::transport::longpoll;
 use crate::transport::stream::{self, StreamState};
 use crate::transport::ws_session::{self, Step, WsState};
 use crate::transport::{ReplyTo, StreamKind, Transport};
 
+/// The store's answers for a plan's mailboxes, in its order: one for most
+/// plans, kept without an allocation.
+type Attaches = SmallVec<[Attach; 1]>;
+
 impl Worker {
     pub(super) fn subscribe(&mut self, key: usize, plan: Subscribe) {
         let register = plan.register();
         let now = self.now();
-        let mut results = Vec::with_capacity(plan.follows.len());
+        let mut results = SmallVec::with_capacity(plan.follows.len());
         let mut tickets = Vec::new();
         for (i, follow) in plan.follows.iter().enumerate() {
             let answer = self.shared.store.attach(
@@ -60,7 +66,7 @@ impl Worker {
     }
 
     /// A store's late answer (`ToWorker::Attached`).
-    pub(super) fn attached(&mut self, ticket: Ticket, result: Result<Attach, StoreError>) {
+    pub(super) fn attached(&mut self, ticket: Ticket, result: AttachResult) {
         let Some(result) = self.bayeux_attached(ticket, result) else {
             return;
         };
@@ -90,8 +96,8 @@ impl Worker {
         self.carry_out(key, plan, results);
     }
 
-    fn carry_out(&mut self, key: usize, plan: Subscribe, results: Vec<Result<Attach, StoreError>>) {
-        let mut attaches = Vec::with_capacity(results.len());
+    fn carry_out(&mut self, key: usize, plan: Subscribe, results: SmallVec<[AttachResult; 1]>) {
+        let mut attaches = Attaches::with_capacity(results.len());
         let mut failure = None;
         for (follow, result) in plan.follows.iter().zip(results) {
             match result {
@@ -170,7 +176,7 @@ impl Worker {
         &mut self,
         key: usize,
         plan: Subscribe,
-        attaches: Vec<Attach>,
+        attaches: Attaches,
         expires_at: Option<u64>,
     ) {
         let may_hold = plan.bayeux.as_ref().is_none_or(|b| b.hold);
@@ -281,9 +287,7 @@ impl Worker {
         let reply = &held.reply;
         if let Some(connect) = &held.bayeux {
             let subs = &self.conns[key].subs;
-            let cursors: Vec<(Arc<str>, Cursor)> =
-                subs.iter().map(|s| (s.mailbox.clone(), s.cursor)).collect();
-            self.bayeux_write_back(connect, cursors.iter().map(|(m, c)| (&**m, *c)));
+            self.bayeux_write_back(connect, subs.iter().map(|s| (&*s.mailbox, s.cursor)));
             self.unsubscribe(key);
             return self.answer_bayeux(key, reply, connect, messages, missed);
         }
@@ -311,7 +315,7 @@ impl Worker {
         key: usize,
         kind: StreamKind,
         plan: Subscribe,
-        attaches: Vec<Attach>,
+        attaches: Attaches,
         expires_at: Option<u64>,
     ) {
         if !plan.head_only {
@@ -360,7 +364,7 @@ impl Worker {
         key: usize,
         phase: Phase,
         follows: &[Follow],
-        attaches: Vec<Attach>,
+        attaches: Attaches,
         ends_at: Option<u64>,
     ) {
         self.conns[key].set_phase(phase, &self.shared.metrics);
@@ -417,7 +421,7 @@ impl Worker {
         &mut self,
         key: usize,
         mut plan: Subscribe,
-        attaches: Vec<Attach>,
+        attaches: Attaches,
         expires_at: Option<u64>,
     ) {
         let client_key = plan

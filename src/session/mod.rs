@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+use smol_str::SmolStr;
+
 use crate::store::{Cursor, Message};
 
 /// Shards of the table: connects from many workers rarely meet on one lock.
@@ -49,12 +52,28 @@ pub struct Hold {
 /// a new mailbox, the client disconnected or connected again).
 pub type Wake = Hold;
 
+/// A session, shared by the table and the `/meta/connect` that holds it:
+/// the hold and its answer reach the session through this, without a
+/// lookup by id. The answer comes long after the connect read the session,
+/// when the table's entry and the key it compares have left the cache: the
+/// lookup was the costliest step a long-polling delivery took in user space
+/// (docs/BENCHMARKS.md, "Bayeux long-polling").
+pub type SessionRef = Arc<Mutex<Session>>;
+
+/// A mailbox a session follows, by name: names up to 23 bytes are kept
+/// inline, so reading a session's cursors touches no other allocation.
+pub type MailboxName = SmolStr;
+
+/// The mailboxes a session follows and where it stands in each; the first
+/// is kept inline (most Bayeux clients subscribe to one channel).
+pub type Follows = SmallVec<[(MailboxName, Cursor); 1]>;
+
 #[derive(Debug)]
 pub struct Session {
     /// What the client subscribed to, in order.
     pub subs: Vec<Pattern>,
     /// The mailboxes it follows and where it stands in each.
-    pub follows: Vec<(Arc<str>, Cursor)>,
+    pub follows: Follows,
     pub last_seen: Instant,
     pub held: Option<Hold>,
     /// The handshake's token (`ext.token`), for later subscribes.
@@ -62,6 +81,9 @@ pub struct Session {
     /// The earliest `exp` (Unix seconds) of the tokens that granted its
     /// subscriptions: past it, the client must handshake again.
     pub expires_at: Option<u64>,
+    /// Disconnected or timed out: out of the table, kept alive only by a
+    /// connect still holding it.
+    gone: bool,
 }
 
 impl Session {
@@ -72,14 +94,14 @@ impl Session {
     pub fn cursor(&self, mailbox: &str) -> Option<Cursor> {
         self.follows
             .iter()
-            .find(|(m, _)| &**m == mailbox)
+            .find(|(m, _)| m == mailbox)
             .map(|(_, c)| *c)
     }
 
     /// Moves a cursor forward (never back: two answers for one session may
     /// cross, the later-read one must not repeat what the other delivered).
     pub fn advance(&mut self, mailbox: &str, cursor: Cursor) {
-        if let Some((_, c)) = self.follows.iter_mut().find(|(m, _)| &**m == mailbox)
+        if let Some((_, c)) = self.follows.iter_mut().find(|(m, _)| m == mailbox)
             && !(c.reads(&cursor) && c.generation == cursor.generation && cursor.seq < c.seq)
         {
             *c = cursor;
@@ -98,11 +120,29 @@ impl Session {
     }
 }
 
+/// A clientId's 128 bits: the tables are keyed by them, so a lookup
+/// compares two integers instead of reading a key string from the heap.
+type Key = u128;
+
+/// The key of a clientId this table could have made (32 lowercase hex
+/// digits); None for anything else, which names no session.
+fn key_of(id: &str) -> Option<Key> {
+    let digits = id.as_bytes();
+    if digits.len() != ID_BYTES * 2
+        || !digits
+            .iter()
+            .all(|d| matches!(d, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    Key::from_str_radix(id, 16).ok()
+}
+
 pub struct Sessions {
-    shards: Vec<Mutex<HashMap<Arc<str>, Session>>>,
+    shards: Vec<Mutex<HashMap<Key, SessionRef>>>,
     count: AtomicUsize,
     /// Sessions with wildcard subscriptions, and their patterns.
-    wild: Mutex<HashMap<Arc<str>, Vec<Pattern>>>,
+    wild: Mutex<HashMap<Key, Vec<Pattern>>>,
     wild_count: AtomicUsize,
     serial: AtomicU64,
     max_sessions: usize,
@@ -134,11 +174,9 @@ impl Sessions {
         self.len() == 0
     }
 
-    fn shard(&self, id: &str) -> MutexGuard<'_, HashMap<Arc<str>, Session>> {
-        let h = id
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-        lock(&self.shards[h % SHARDS])
+    /// Keys are random: their low bits spread them over the shards.
+    fn shard(&self, key: Key) -> MutexGuard<'_, HashMap<Key, SessionRef>> {
+        lock(&self.shards[key as usize % SHARDS])
     }
 
     /// A new session; None at `bayeux.max-sessions`.
@@ -151,39 +189,79 @@ impl Sessions {
         if taken.is_err() {
             return None;
         }
-        let id: Arc<str> = new_id().into();
-        let session = Session {
+        let session = Arc::new(Mutex::new(Session {
             subs: Vec::new(),
-            follows: Vec::new(),
+            follows: Follows::new(),
             last_seen: now,
             held: None,
             token,
             expires_at: None,
-        };
-        self.shard(&id).insert(id.clone(), session);
-        Some(id)
+            gone: false,
+        }));
+        loop {
+            let key = random_key();
+            let mut shard = self.shard(key);
+            // 2^-128 a draw; a repeat would hand one client another's mail.
+            if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(key) {
+                slot.insert(session);
+                return Some(format!("{key:032x}").into());
+            }
+        }
     }
 
     /// Runs `f` on a live session; None if it is unknown (or timed out).
     pub fn with<R>(&self, id: &str, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        self.shard(id).get_mut(id).map(f)
+        self.with_key(key_of(id)?, f)
+    }
+
+    fn with_key<R>(&self, key: Key, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.shard(key).get(&key).map(|s| f(&mut lock(s)))
+    }
+
+    /// [`Sessions::with`], and the session itself for
+    /// [`Sessions::with_held`] later.
+    pub fn with_ref<R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Option<(R, SessionRef)> {
+        let key = key_of(id)?;
+        let shard = self.shard(key);
+        let session = shard.get(&key)?;
+        let r = f(&mut lock(session));
+        Some((r, session.clone()))
+    }
+
+    /// Runs `f` on a session found earlier; None if it has gone since.
+    pub fn with_held<R>(session: &SessionRef, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        let mut s = lock(session);
+        (!s.gone).then(|| f(&mut s))
     }
 
     /// `/meta/disconnect`: the session's held connect, to answer.
     pub fn remove(&self, id: &str) -> Option<Option<Wake>> {
-        let session = self.shard(id).remove(id)?;
+        let key = key_of(id)?;
+        let session = self.shard(key).remove(&key)?;
         self.count.fetch_sub(1, Ordering::AcqRel);
-        self.set_wild(id, Vec::new());
+        self.set_wild_key(key, Vec::new());
+        let mut session = lock(&session);
+        session.gone = true;
         Some(session.held)
     }
 
     /// Registers (or with an empty list forgets) a session's patterns.
     pub fn set_wild(&self, id: &str, patterns: Vec<Pattern>) {
+        if let Some(key) = key_of(id) {
+            self.set_wild_key(key, patterns);
+        }
+    }
+
+    fn set_wild_key(&self, key: Key, patterns: Vec<Pattern>) {
         let mut wild = lock(&self.wild);
         if patterns.is_empty() {
-            wild.remove(id);
+            wild.remove(&key);
         } else {
-            wild.insert(id.into(), patterns);
+            wild.insert(key, patterns);
         }
         self.wild_count.store(wild.len(), Ordering::Release);
     }
@@ -207,21 +285,20 @@ impl Sessions {
         if self.wild_count.load(Ordering::Acquire) == 0 {
             return Vec::new();
         }
-        let ids: Vec<Arc<str>> = lock(&self.wild)
+        let keys: Vec<Key> = lock(&self.wild)
             .iter()
             .filter(|(_, patterns)| patterns.iter().any(|p| p.matches(mailbox)))
-            .map(|(id, _)| id.clone())
+            .map(|(key, _)| *key)
             .collect();
         let before = Cursor {
             seq: cursor.seq.saturating_sub(1),
             ..cursor
         };
-        let mut name: Option<Arc<str>> = None;
+        let name = MailboxName::new(mailbox);
         let mut wakes = Vec::new();
-        for id in ids {
-            self.with(&id, |s| {
+        for key in keys {
+            self.with_key(key, |s| {
                 if s.cursor(mailbox).is_none() && s.follows.len() < MAX_FOLLOWS {
-                    let name = name.get_or_insert_with(|| mailbox.into());
                     s.follows.push((name.clone(), before));
                     wakes.extend(s.held);
                 }
@@ -234,23 +311,25 @@ impl Sessions {
     /// (a held connect counts as connecting, for up to `hold_grace`).
     /// About once a second.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut gone: Vec<Arc<str>> = Vec::new();
+        let mut gone: Vec<Key> = Vec::new();
         for shard in &self.shards {
-            lock(shard).retain(|id, s| {
+            lock(shard).retain(|key, s| {
+                let mut s = lock(s);
                 let limit = match s.held {
                     Some(_) => self.timeout + self.hold_grace,
                     None => self.timeout,
                 };
                 let alive = now.duration_since(s.last_seen) < limit;
                 if !alive {
-                    gone.push(id.clone());
+                    s.gone = true;
+                    gone.push(*key);
                 }
                 alive
             });
         }
         self.count.fetch_sub(gone.len(), Ordering::AcqRel);
-        for id in &gone {
-            self.set_wild(id, Vec::new());
+        for &key in &gone {
+            self.set_wild_key(key, Vec::new());
         }
         gone.len()
     }
@@ -260,8 +339,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// 32 hex digits from the kernel's random source.
-fn new_id() -> String {
+/// 128 bits from the kernel's random source: a clientId is all that stands
+/// between a client's mail and another reader, so it must be unguessable.
+fn random_key() -> Key {
     let mut bytes = [0u8; ID_BYTES];
     let mut filled = 0;
     while filled < ID_BYTES {
@@ -277,7 +357,7 @@ fn new_id() -> String {
             assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "getrandom: {e}");
         }
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Key::from_le_bytes(bytes)
 }
 
 #[cfg(test)]
@@ -307,6 +387,53 @@ mod tests {
         assert!(t.create(now, None).is_some(), "room again");
         assert!(t.remove(&b).unwrap().is_some());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn only_the_ids_the_table_makes_name_a_session() {
+        let t = Sessions::new(4, Duration::from_secs(60), Duration::from_secs(30));
+        let id = t.create(Instant::now(), None).unwrap();
+        assert!(
+            id.bytes()
+                .all(|d| d.is_ascii_hexdigit() && !d.is_ascii_uppercase())
+        );
+        assert!(t.with(&id, |_| ()).is_some());
+        for other in [
+            id.to_ascii_uppercase(),
+            format!("+{}", &id[1..]),
+            id[1..].to_string(),
+            format!("{id}0"),
+            format!("{}g", &id[..31]),
+            String::new(),
+        ] {
+            if other != *id {
+                assert!(t.with(&other, |_| ()).is_none(), "{other:?}");
+                assert!(t.remove(&other).is_none(), "{other:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_held_session_is_reached_directly_until_it_goes() {
+        let t = Sessions::new(4, Duration::from_secs(60), Duration::from_secs(30));
+        let now = Instant::now();
+        let a = t.create(now, None).unwrap();
+        let b = t.create(now, None).unwrap();
+        let (_, held_a) = t.with_ref(&a, |_| ()).unwrap();
+        let (_, held_b) = t.with_ref(&b, |_| ()).unwrap();
+        Sessions::with_held(&held_a, |s| s.expires_at = Some(7)).unwrap();
+        assert_eq!(
+            t.with(&a, |s| s.expires_at),
+            Some(Some(7)),
+            "the same session"
+        );
+        t.remove(&a).unwrap();
+        assert!(
+            Sessions::with_held(&held_a, |_| ()).is_none(),
+            "disconnected"
+        );
+        assert_eq!(t.sweep(now + Duration::from_secs(61)), 1);
+        assert!(Sessions::with_held(&held_b, |_| ()).is_none(), "timed out");
     }
 
     #[test]

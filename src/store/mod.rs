@@ -181,6 +181,9 @@ pub struct Attach {
     pub name: Option<Arc<str>>,
 }
 
+/// An attach's outcome: what the subscriber finds, or why it may not.
+pub type AttachResult = Result<Attach, StoreError>;
+
 /// Names one operation a store will finish later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ticket(pub u64);

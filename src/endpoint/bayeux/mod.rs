@@ -9,7 +9,6 @@ pub mod protocol;
 pub mod reply;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -17,6 +16,7 @@ use serde_json::{Map, Value};
 use super::{Body, Context, Follow, Outcome, Response, Subscribe};
 use crate::auth::TokenSource;
 use crate::http::{self, HttpError, Method, Request, Status, cors};
+use crate::session::Sessions;
 use crate::shared::Shared;
 use crate::transport::{self, ReplyTo, Transport};
 
@@ -41,7 +41,7 @@ pub enum Then {
 /// The Bayeux side of a connect's subscription plan.
 #[derive(Debug)]
 pub struct Connect {
-    pub client_id: Arc<str>,
+    pub session: crate::session::SessionRef,
     /// Tells this hold from any later one of the session.
     pub serial: u64,
     /// The connect's reply and the batch's others, JSON objects joined by
@@ -189,15 +189,12 @@ impl Plan {
         let follows = if batch.replies.is_empty() {
             connect.follows
         } else {
-            shared
-                .sessions
-                .with(&connect.client_id, |s| s.follows.clone())
-                .unwrap_or(connect.follows)
+            Sessions::with_held(&connect.session, |s| s.follows.clone()).unwrap_or(connect.follows)
         };
         let follows = follows
             .into_iter()
             .map(|(mailbox, cursor)| Follow {
-                mailbox: mailbox.to_string(),
+                mailbox,
                 since: Some(cursor),
             })
             .collect();
@@ -217,7 +214,7 @@ impl Plan {
             upstream: Vec::new(),
             bayeux_ws: None,
             bayeux: Some(Box::new(Connect {
-                client_id: connect.client_id,
+                session: connect.session,
                 serial: shared.sessions.next_serial(),
                 replies,
                 hold: connect.hold,
@@ -255,7 +252,7 @@ fn upgrade(req: &Request<'_>, ctx: &Context, shared: &Shared) -> Result<Outcome,
         attaching: Vec::new(),
     };
     Ok(Outcome::Subscribe(Box::new(Subscribe {
-        follows: Vec::new(),
+        follows: Default::default(),
         transport: Transport::WebSocket,
         reply: ReplyTo {
             http11: ctx.http11,

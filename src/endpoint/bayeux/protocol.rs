@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::session::{Channel, Pattern, Session, Wake, channel};
+use crate::session::{Channel, MailboxName, Pattern, Session, SessionRef, Wake, channel};
 use crate::shared::Shared;
 use crate::store::{Cursor, Store};
 
@@ -73,13 +73,15 @@ impl Batch {
 #[derive(Debug)]
 pub struct ConnectReq {
     pub client_id: Arc<str>,
+    /// The session, for the hold and the answer.
+    pub session: SessionRef,
     /// The reply (a JSON object), without deliveries.
     pub reply: Vec<u8>,
     /// Held until mail or the poll timeout (alone in its batch, and not
     /// `advice.timeout: 0`); otherwise answered at once.
     pub hold: bool,
     /// The mailboxes to attach and where the session stands in each.
-    pub follows: Vec<(Arc<str>, Cursor)>,
+    pub follows: crate::session::Follows,
 }
 
 /// What the request around the messages brings: its token (header, query
@@ -231,12 +233,13 @@ fn connect(
     let id = message
         .get("id")
         .map(|id| serde_json::to_vec(id).expect("JSON to a Vec"));
-    let follows = env.shared.sessions.with(client_id, |s| {
+    let (follows, session) = env.shared.sessions.with_ref(client_id, |s| {
         s.last_seen = env.now;
         s.follows.clone()
     })?;
     Some(ConnectReq {
         client_id: client_id.into(),
+        session,
         reply: connect_reply(id.as_deref(), client_id, env),
         hold: alone && !at_once,
         follows,
@@ -281,21 +284,19 @@ pub fn lone_connect(text: &[u8], env: &Env<'_>) -> Option<Batch> {
         return None;
     }
     let unix_now = unix_now();
-    let follows = env
-        .shared
-        .sessions
-        .with(message.client_id, |s| {
-            (!s.token_expired(unix_now)).then(|| {
-                s.last_seen = env.now;
-                s.follows.clone()
-            })
+    let (follows, session) = env.shared.sessions.with_ref(message.client_id, |s| {
+        (!s.token_expired(unix_now)).then(|| {
+            s.last_seen = env.now;
+            s.follows.clone()
         })
-        .flatten()?;
+    })?;
+    let follows = follows?;
     let at_once = message.advice.and_then(|a| a.timeout) == Some(0);
     let id = message.id.map(|raw| raw.get().as_bytes());
     Some(Batch {
         connect: Some(ConnectReq {
             client_id: message.client_id.into(),
+            session,
             reply: connect_reply(id, message.client_id, env),
             hold: !at_once,
             follows,
@@ -309,14 +310,13 @@ pub fn lone_connect(text: &[u8], env: &Env<'_>) -> Option<Batch> {
 /// the order the general path's replies have; `client_id` is a live
 /// session's, so hexadecimal digits that need no escaping.
 fn connect_reply(id: Option<&[u8]>, client_id: &str, env: &Env<'_>) -> Vec<u8> {
-    use std::io::Write;
     let timeout = env.shared.config().mailbox.poll_timeout.as_millis() as u64;
     let mut out = Vec::with_capacity(160);
-    write!(
-        out,
-        r#"{{"advice":{{"interval":0,"reconnect":"retry","timeout":{timeout}}},"channel":"/meta/connect","clientId":"{client_id}""#
-    )
-    .expect("write to a Vec");
+    out.extend_from_slice(br#"{"advice":{"interval":0,"reconnect":"retry","timeout":"#);
+    out.extend_from_slice(itoa::Buffer::new().format(timeout).as_bytes());
+    out.extend_from_slice(br#"},"channel":"/meta/connect","clientId":""#);
+    out.extend_from_slice(client_id.as_bytes());
+    out.push(b'"');
     if let Some(id) = id {
         out.extend_from_slice(br#","id":"#);
         out.extend_from_slice(id);
@@ -462,7 +462,7 @@ fn add(
                     continue;
                 }
                 match position {
-                    Some(position) => s.follows.push((mailbox, position)),
+                    Some(position) => s.follows.push((MailboxName::new(&*mailbox), position)),
                     None => lookups.push(mailbox),
                 }
             }

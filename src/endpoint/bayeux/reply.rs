@@ -70,6 +70,10 @@ pub struct Scratch {
     tail: Vec<u8>,
 }
 
+/// An answer's parts: those of a connect answered with one message, or a
+/// few, without an allocation.
+pub type Parts<'a> = smallvec::SmallVec<[Part<'a>; 10]>;
+
 /// The whole response to a connect, head and body, as parts.
 pub fn build<'a>(
     reply: &'a ReplyTo,
@@ -77,7 +81,7 @@ pub fn build<'a>(
     date: &[u8],
     cors_origins: &[String],
     scratch: &'a mut Scratch,
-) -> Vec<Part<'a>> {
+) -> Parts<'a> {
     let callback = reply.callback.as_deref();
     let tail = &mut scratch.tail;
     tail.clear();
@@ -89,7 +93,7 @@ pub fn build<'a>(
     if callback.is_some() {
         tail.extend_from_slice(b");");
     }
-    let mut parts: Vec<Part<'a>> = Vec::with_capacity(answer.messages.len() * 2 + 6);
+    let mut parts = Parts::new();
     parts.push(Part::Static(b"")); // the head's place
     if let Some(cb) = callback {
         parts.push(Part::Static(b"/**/"));
