@@ -9,7 +9,11 @@ use super::Status;
 pub fn write_head(out: &mut Vec<u8>, status: Status, http11: bool, date: &[u8]) {
     let version: &[u8] = if http11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " };
     out.extend_from_slice(version);
-    let _ = write!(out, "{} {}\r\n", status.code(), status.reason());
+    // itoa, not `write!`: every response, every long-poll delivery, has a head.
+    out.extend_from_slice(itoa::Buffer::new().format(status.code()).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.reason().as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"Server: cometbox/");
     out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
@@ -25,7 +29,9 @@ pub fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 pub fn write_content_length(out: &mut Vec<u8>, len: usize) {
-    let _ = write!(out, "Content-Length: {len}\r\n");
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The connection header a response needs given what was asked: HTTP/1.1
