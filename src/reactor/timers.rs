@@ -45,8 +45,29 @@ impl TimerWheel {
         (tick % BUCKETS as u64) as usize
     }
 
+    /// The tick at which `bucket` is looked at next.
+    fn next_look(&self, bucket: u32) -> u64 {
+        let lap = BUCKETS as u64;
+        self.next_tick + (bucket as u64 + lap - self.next_tick % lap) % lap
+    }
+
     /// Sets `key`'s deadline (ms on the worker clock; `u64::MAX` = none).
+    ///
+    /// A deadline that moves later leaves the connection in its bucket:
+    /// when that bucket's tick comes, [`TimerWheel::expire`] finds it not
+    /// due and puts it where it now belongs. A long-poll moves its deadline
+    /// at every exchange (the poll timeout, then the keep-alive, then the
+    /// poll timeout again), and moving it in the wheel each time meant
+    /// writing to another connection's memory (the one `swap_remove` moves)
+    /// and to the old and new buckets.
     pub fn set(&mut self, conns: &mut Slab<Conn>, key: usize, deadline: u64) {
+        let slot = conns[key].timer;
+        if slot != TimerSlot::NONE
+            && self.next_look(slot.bucket) <= (deadline / TICK_MS).max(self.next_tick)
+        {
+            conns[key].deadline = deadline;
+            return;
+        }
         self.unlink(conns, key);
         let conn = &mut conns[key];
         conn.deadline = deadline;
@@ -271,6 +292,35 @@ mod tests {
         wheel.recycle(due);
         let due = wheel.expire(&mut slab, 70_000);
         assert_eq!(due, vec![2]);
+        assert!(wheel.buckets.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn a_later_deadline_stays_put_until_its_bucket_comes_and_an_earlier_one_moves() {
+        let mut slab = conns(2);
+        let mut wheel = TimerWheel::default();
+        wheel.set(&mut slab, 0, 30_000);
+        let first = slab[0].timer;
+        // Later: poll timeout, then keep-alive, then a later poll timeout.
+        for d in [60_000, 31_000, 90_000] {
+            wheel.set(&mut slab, 0, d);
+            assert_eq!(slab[0].timer, first, "not moved for {d}");
+        }
+        let due = wheel.expire(&mut slab, 30_100);
+        assert!(due.is_empty(), "not due at its old bucket: {due:?}");
+        wheel.recycle(due);
+        assert_ne!(slab[0].timer, TimerSlot::NONE, "put back");
+        let due = wheel.expire(&mut slab, 89_900);
+        assert!(due.is_empty(), "{due:?}");
+        wheel.recycle(due);
+        let due = wheel.expire(&mut slab, 90_000);
+        assert_eq!(due, vec![0]);
+        wheel.recycle(due);
+        // Earlier: moved at once, and fires on time.
+        wheel.set(&mut slab, 1, 50_000 + 90_000);
+        wheel.set(&mut slab, 1, 91_000);
+        let due = wheel.expire(&mut slab, 91_000);
+        assert_eq!(due, vec![1]);
         assert!(wheel.buckets.iter().all(Vec::is_empty));
     }
 
