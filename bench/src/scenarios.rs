@@ -130,7 +130,10 @@ fn fanout_result(
     all: Vec<SubStats>,
 ) -> Value {
     // In publish order, rounded to 0.1 ms: which message was the slow one.
-    let in_order: Vec<f64> = completion_ms.iter().map(|ms| (ms * 10.0).round() / 10.0).collect();
+    let in_order: Vec<f64> = completion_ms
+        .iter()
+        .map(|ms| (ms * 10.0).round() / 10.0)
+        .collect();
     completion_ms.sort_by(f64::total_cmp);
     let pick = |p: f64| {
         completion_ms
