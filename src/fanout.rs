@@ -13,7 +13,24 @@ pub struct Subscribers {
     /// mailbox's name is allocated once for the store, this list and every
     /// subscription.
     lists: HashMap<Arc<str>, Keys>,
+    /// Lists whose mailbox came down to one subscriber, kept for the next
+    /// that grows: every delivery to a long-polled mailbox empties its list
+    /// and the clients' next polls fill it again. Growing it from nothing
+    /// each time took a dozen reallocations of up to the whole list, and
+    /// the large ones made glibc consolidate its small free chunks
+    /// (docs/BENCHMARKS.md, "Bayeux long-polling"). Boxed as `Keys::Many`
+    /// holds them, so taking one back allocates nothing.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Vec<u32>>>,
 }
+
+/// Spare lists kept at most: a worker answers a few long-polled mailboxes
+/// at a time; past this a list's memory goes back to the allocator.
+const SPARE_LISTS: usize = 4;
+
+/// A spare list longer than this is not kept (it returns to the allocator):
+/// a list of this many keys costs 64 KiB, so a worker keeps 256 KiB at most.
+const SPARE_MAX_CAPACITY: usize = 16 * 1024;
 
 /// One mailbox's subscribers on this worker. Most mailboxes have a single
 /// one (a user's own mailbox): it is kept inline, so such an entry costs no
@@ -27,11 +44,15 @@ enum Keys {
 }
 
 impl Keys {
-    /// Appends `key`; returns its slot.
-    fn push(&mut self, key: u32) -> u32 {
+    /// Appends `key`; returns its slot. A list that grows past one takes a
+    /// spare's memory when there is one.
+    #[allow(clippy::vec_box)]
+    fn push(&mut self, key: u32, spare: &mut Vec<Box<Vec<u32>>>) -> u32 {
         match self {
             Keys::One(first) => {
-                *self = Keys::Many(Box::new(vec![*first, key]));
+                let mut list = spare.pop().unwrap_or_default();
+                list.extend_from_slice(&[*first, key]);
+                *self = Keys::Many(list);
                 1
             }
             Keys::Many(list) => {
@@ -50,7 +71,11 @@ impl Subscribers {
         let key = key as u32;
         if let Some((mailbox, _)) = self.lists.get_key_value(name) {
             let mailbox = mailbox.clone();
-            let slot = self.lists.get_mut(name).expect("present").push(key);
+            let slot = self
+                .lists
+                .get_mut(name)
+                .expect("present")
+                .push(key, &mut self.spare);
             return (mailbox, slot);
         }
         let mailbox = shared.cloned().unwrap_or_else(|| Arc::from(name));
@@ -77,8 +102,13 @@ impl Subscribers {
                 debug_assert_eq!(list[slot], key as u32, "a subscription knows its slot");
                 list.swap_remove(slot);
                 let moved = list.get(slot).copied();
-                if let [last] = list[..] {
-                    *keys = Keys::One(last);
+                if let [last] = list[..]
+                    && let Keys::Many(mut list) = std::mem::replace(keys, Keys::One(last))
+                    && self.spare.len() < SPARE_LISTS
+                    && list.capacity() <= SPARE_MAX_CAPACITY
+                {
+                    list.clear();
+                    self.spare.push(list);
                 }
                 moved
             }
@@ -125,5 +155,51 @@ mod tests {
         assert_eq!(subs.remove("box", 0, 12), None);
         assert!(!subs.keys_into("box", &mut keys));
         assert_eq!(subs.mailbox_count(), 0);
+    }
+
+    #[test]
+    fn a_list_that_empties_lends_its_memory_to_the_next_that_grows() {
+        let mut subs = Subscribers::default();
+        let slots: Vec<u32> = (0..100).map(|k| subs.add("box", None, k).1).collect();
+        for (k, slot) in slots.iter().enumerate().rev() {
+            subs.remove("box", *slot, k);
+        }
+        assert_eq!(subs.mailbox_count(), 0);
+        assert_eq!(subs.spare.len(), 1, "the list of 100 is kept");
+        let kept = subs.spare[0].capacity();
+        assert!(kept >= 100);
+        subs.add("other", None, 1);
+        subs.add("other", None, 2);
+        assert!(subs.spare.is_empty(), "the next list to grow took it");
+        let Some(Keys::Many(list)) = subs.lists.get("other") else {
+            panic!("two subscribers make a list")
+        };
+        assert_eq!((list.capacity(), &list[..]), (kept, &[1, 2][..]));
+    }
+
+    #[test]
+    fn spare_lists_are_bounded_in_number_and_size() {
+        let mut subs = Subscribers::default();
+        let names: Vec<String> = (0..SPARE_LISTS + 3).map(|m| format!("box{m}")).collect();
+        for name in &names {
+            subs.add(name, None, 1);
+            subs.add(name, None, 2);
+        }
+        for name in &names {
+            subs.remove(name, 1, 2);
+            subs.remove(name, 0, 1);
+        }
+        assert_eq!(subs.spare.len(), SPARE_LISTS);
+        subs.spare.clear();
+        let slots: Vec<u32> = (0..SPARE_MAX_CAPACITY + 1)
+            .map(|k| subs.add("huge", None, k).1)
+            .collect();
+        for (k, slot) in slots.iter().enumerate().rev() {
+            subs.remove("huge", *slot, k);
+        }
+        assert!(
+            subs.spare.is_empty(),
+            "a list past the cap goes back to the allocator"
+        );
     }
 }
