@@ -148,16 +148,20 @@ impl Worker {
                 key,
                 serial,
             };
-            let older = Sessions::with_held(&connect.session, |s| s.held.replace(hold)).flatten();
-            self.shared.wake(older.filter(|o| *o != hold));
+            let held =
+                Sessions::with_held(&connect.session, |s| (s.held.replace(hold), s.id.clone()));
+            let (older, client_id) = held.unzip();
+            self.shared.wake(older.flatten().filter(|o| *o != hold));
             let reply = connect.reply;
             let conn = &mut self.conns[key];
             let Phase::WebSocket(ws) = conn.phase_mut() else {
                 unreachable!("matched above")
             };
             let session = ws.bayeux_mut().expect("matched above");
-            if session.client_id.as_ref() != Some(&connect.client_id) {
-                session.client_id = Some(connect.client_id);
+            if let Some(id) = client_id
+                && session.client_id.as_ref() != Some(&id)
+            {
+                session.client_id = Some(id);
             }
             // One connect waits at a time; an earlier one is answered now.
             let earlier = session.pending_connect.take();

@@ -70,6 +70,9 @@ pub type Follows = SmallVec<[(MailboxName, Cursor); 1]>;
 
 #[derive(Debug)]
 pub struct Session {
+    /// Its `clientId`, made once at the handshake: a connect that needs
+    /// the text shares it instead of copying the request's.
+    pub id: Arc<str>,
     /// What the client subscribed to, in order.
     pub subs: Vec<Pattern>,
     /// The mailboxes it follows and where it stands in each.
@@ -189,22 +192,23 @@ impl Sessions {
         if taken.is_err() {
             return None;
         }
-        let session = Arc::new(Mutex::new(Session {
-            subs: Vec::new(),
-            follows: Follows::new(),
-            last_seen: now,
-            held: None,
-            token,
-            expires_at: None,
-            gone: false,
-        }));
         loop {
             let key = random_key();
             let mut shard = self.shard(key);
             // 2^-128 a draw; a repeat would hand one client another's mail.
             if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(key) {
-                slot.insert(session);
-                return Some(format!("{key:032x}").into());
+                let id: Arc<str> = format!("{key:032x}").into();
+                slot.insert(Arc::new(Mutex::new(Session {
+                    id: id.clone(),
+                    subs: Vec::new(),
+                    follows: Follows::new(),
+                    last_seen: now,
+                    held: None,
+                    token,
+                    expires_at: None,
+                    gone: false,
+                })));
+                return Some(id);
             }
         }
     }

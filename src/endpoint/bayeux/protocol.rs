@@ -72,8 +72,7 @@ impl Batch {
 /// A `/meta/connect` of a live session, to answer with its deliveries.
 #[derive(Debug)]
 pub struct ConnectReq {
-    pub client_id: Arc<str>,
-    /// The session, for the hold and the answer.
+    /// The session, for the hold and the answer (and its `clientId`).
     pub session: SessionRef,
     /// The reply (a JSON object), without deliveries.
     pub reply: Vec<u8>,
@@ -238,7 +237,6 @@ fn connect(
         s.follows.clone()
     })?;
     Some(ConnectReq {
-        client_id: client_id.into(),
         session,
         reply: connect_reply(id.as_deref(), client_id, env),
         hold: alone && !at_once,
@@ -295,7 +293,6 @@ pub fn lone_connect(text: &[u8], env: &Env<'_>) -> Option<Batch> {
     let id = message.id.map(|raw| raw.get().as_bytes());
     Some(Batch {
         connect: Some(ConnectReq {
-            client_id: message.client_id.into(),
             session,
             reply: connect_reply(id, message.client_id, env),
             hold: !at_once,
@@ -755,7 +752,7 @@ mod tests {
             assert_eq!(as_json(&fast.reply), as_json(&slow.reply), "{text}");
             assert_eq!(fast.hold, slow.hold, "{text}");
             assert_eq!(fast.follows, slow.follows, "{text}");
-            assert_eq!(fast.client_id, slow.client_id, "{text}");
+            assert!(Arc::ptr_eq(&fast.session, &slow.session), "{text}");
         }
         // Left to the general path.
         let other =
