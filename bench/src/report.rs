@@ -247,39 +247,66 @@ pub fn report(path: &str) {
 
 /// cometbox's fan-out over each transport beside its own SSE fan-out:
 /// server CPU per delivery, median of the repetitions, and the ratio of
-/// the medians (issue #15 wants Bayeux within 1.5× of SSE's).
+/// the medians (issue #15 wants Bayeux within 1.5× of SSE's); beside it
+/// the floor's cost of the same exchange (a Bayeux transport's is its
+/// plain counterpart's: the floor speaks no Bayeux) and the floor's own
+/// ratio to its SSE, which no server that reads requests can beat.
 fn per_transport(runs: &[Value]) {
-    const FANOUTS: &[(&str, &str)] = &[
-        ("fanout", "SSE"),
-        ("fanout-ws", "WebSocket"),
-        ("fanout-longpoll", "long-poll"),
-        ("fanout-bayeux-websocket", "Bayeux WebSocket"),
-        ("fanout-bayeux-longpoll", "Bayeux long-polling"),
+    const FANOUTS: &[(&str, &str, &str)] = &[
+        ("fanout", "SSE", "fanout"),
+        ("fanout-ws", "WebSocket", "fanout-ws"),
+        ("fanout-longpoll", "long-poll", "fanout-longpoll"),
+        ("fanout-bayeux-websocket", "Bayeux WebSocket", "fanout-ws"),
+        (
+            "fanout-bayeux-longpoll",
+            "Bayeux long-polling",
+            "fanout-longpoll",
+        ),
     ];
     let field = "server_cpu_per_delivery_us";
     let sse = median(&values(runs, "fanout", "cometbox", field));
-    let rows: Vec<(&str, Vec<f64>)> = FANOUTS
+    let floor_sse = median(&values(runs, "fanout", "floor", field));
+    let rows: Vec<(&str, Vec<f64>, Vec<f64>)> = FANOUTS
         .iter()
-        .map(|&(scenario, label)| (label, values(runs, scenario, "cometbox", field)))
-        .filter(|(_, v)| !v.is_empty())
+        .map(|&(scenario, label, floor)| {
+            (
+                label,
+                values(runs, scenario, "cometbox", field),
+                values(runs, floor, "floor", field),
+            )
+        })
+        .filter(|(_, v, _)| !v.is_empty())
         .collect();
     if rows.len() < 2 {
         return;
     }
     println!();
-    println!("cometbox's fan-out per transport beside its SSE fan-out:");
+    println!("cometbox's fan-out per transport beside its SSE fan-out, and the floor's:");
     if sse.is_none() {
         println!("(no `fanout` for cometbox in this run: no ratio)");
     }
     println!();
-    println!("| fan-out over | server CPU per delivery (µs) | ÷ SSE |");
-    println!("|---|---|---|");
-    for (label, v) in rows {
-        let ratio = match (median(&v), sse) {
-            (Some(m), Some(s)) if s != 0.0 => format!("{:.2}×", m / s),
-            _ => "–".to_string(),
+    println!(
+        "| fan-out over | server CPU per delivery (µs) | ÷ SSE | floor (µs) | floor ÷ its SSE | ÷ floor |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_string(),
+    };
+    for (label, v, floor) in rows {
+        let floor_cell = if floor.is_empty() {
+            "–".to_string()
+        } else {
+            cell(&floor)
         };
-        println!("| {label} | {} | {ratio} |", cell(&v));
+        println!(
+            "| {label} | {} | {} | {floor_cell} | {} | {} |",
+            cell(&v),
+            ratio(median(&v), sse),
+            ratio(median(&floor), floor_sse),
+            ratio(median(&v), median(&floor)),
+        );
     }
 }
 
